@@ -1,0 +1,111 @@
+"""Putting results into the viewer without losing the user's work (no Qt here).
+
+The rule: a rerun replaces the plugin's own output layer only while the user has not edited it;
+once edited (painted, filled, erased, or data replaced), the rerun adds a new layer. The plugin never
+writes into a layer it did not create.
+"""
+
+from __future__ import annotations
+
+import weakref
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+
+KEY = "napari-segkit"
+
+# Layers this plugin created in this session -> checksum of the data it last wrote.
+_OWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class SegmentationResult:
+    """What a method's compute step hands back to the widget."""
+
+    labels: np.ndarray
+    #: one row per label (a ``label`` column maps rows to label values)
+    features: Any = None
+    #: further layers as napari layer-data tuples ``(data, kwargs, layer_type)``
+    extra_layers: list = field(default_factory=list)
+    #: a line for the user (shown as a notification), e.g. instances that lost all their pixels
+    message: str | None = None
+
+
+def checksum(data: Any) -> tuple:
+    """A cheap fingerprint of an array's content, shape and dtype."""
+    arr = np.ascontiguousarray(np.asarray(data))
+    return arr.shape, str(arr.dtype), zlib.crc32(memoryview(arr).cast("B"))
+
+
+def is_own_unedited(layer: Any) -> bool:
+    """True if the plugin created ``layer`` and its data is still exactly what the plugin wrote."""
+    stored = _OWN.get(layer)
+    return stored is not None and stored == checksum(layer.data)
+
+
+def placement(source: Any, channel_axis: int | None) -> dict:
+    """``scale``/``translate`` of the source image for an output without the channel axis."""
+    scale = list(source.scale)
+    translate = list(source.translate)
+    if channel_axis is not None and not getattr(source, "rgb", False):
+        del scale[channel_axis]
+        del translate[channel_axis]
+    return {"scale": scale, "translate": translate}
+
+
+def find_reusable(viewer: Any, source_name: str, method: str, layer_type: str = "labels") -> Any:
+    """The newest own, unedited output layer of ``method`` for ``source_name``, or None."""
+    for layer in reversed(list(viewer.layers)):
+        if layer not in _OWN or layer._type_string != layer_type:
+            continue
+        meta = layer.metadata.get(KEY, {})
+        if meta.get("source") == source_name and meta.get("method") == method:
+            return layer if is_own_unedited(layer) else None
+    return None
+
+
+def publish(
+    viewer: Any,
+    data: Any,
+    *,
+    source: Any,
+    method: str,
+    params: dict,
+    layer_type: str = "labels",
+    channel_axis: int | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> tuple[Any, bool]:
+    """Put ``data`` into the viewer as the output of ``method`` on the ``source`` image layer.
+
+    Returns ``(layer, reused)``: ``reused`` is True when the plugin's own unedited layer was updated
+    in place, False when a new layer was added (first run, or the previous output was edited).
+    """
+    name = name or f"{source.name} {method}"
+    meta = {
+        KEY: {
+            "method": method,
+            "params": params,
+            "version": __version__,
+            "source": source.name,
+        }
+    }
+    place = placement(source, channel_axis)
+    layer = find_reusable(viewer, source.name, method, layer_type)
+    if layer is not None:
+        layer.data = data
+        layer.metadata = meta
+        layer.scale, layer.translate = place["scale"], place["translate"]
+        for key, value in kwargs.items():
+            setattr(layer, key, value)
+        reused = True
+    else:
+        add = getattr(viewer, f"add_{layer_type}")
+        layer = add(data, name=name, metadata=meta, **place, **kwargs)
+        reused = False
+    _OWN[layer] = checksum(layer.data)
+    return layer, reused
