@@ -22,7 +22,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
 from ..algorithms.image import Cancelled, ProgressCallback
-from ._output import SegmentationResult, publish
+from ._output import SegmentationResult, own_outputs, publish
 
 __all__ = ["ImageInput", "SegmentWidget", "SegmentationResult"]
 
@@ -205,7 +205,9 @@ class SegmentWidget(Container):
             self._check_cancel(done, total)
             emitter.progressed.emit(done, total)
 
-        worker = create_worker(self.compute, inp, params, report, _start_thread=False)
+        worker = create_worker(
+            self.compute, inp, params, report, _start_thread=False, _ignore_errors=True
+        )
         worker.returned.connect(lambda result: self._publish(inp, params, result))
         worker.errored.connect(self._fail)
         worker.finished.connect(self._finished)
@@ -277,7 +279,7 @@ class SegmentWidget(Container):
         n = int(result.labels.max(initial=0))
         what = "updated" if reused else "new layer"
         self.status.value = f"{n} label(s) -> '{layer.name}' ({what})"
-        if not reused and _had_edited_output(self._viewer, inp.layer.name, self.method, layer):
+        if not reused and len(own_outputs(self._viewer, inp.layer.name, self.method)) > 1:
             show_info(
                 f"Your edited '{self.method}' layer was kept; the new result is '{layer.name}'."
             )
@@ -290,15 +292,3 @@ class SegmentWidget(Container):
 def _level0(layer: Image) -> Any:
     """Full-resolution data of an Image layer (level 0 of a multiscale pyramid)."""
     return layer.data[0] if layer.multiscale else layer.data
-
-
-def _had_edited_output(viewer, source_name: str, method: str, new_layer) -> bool:
-    from ._output import _OWN, KEY
-
-    return any(
-        layer is not new_layer
-        and layer in _OWN
-        and layer.metadata.get(KEY, {}).get("source") == source_name
-        and layer.metadata.get(KEY, {}).get("method") == method
-        for layer in viewer.layers
-    )

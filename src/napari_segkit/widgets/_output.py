@@ -35,6 +35,11 @@ class SegmentationResult:
     message: str | None = None
 
 
+def unwrap(obj: Any) -> Any:
+    """The real object behind napari's ``PublicOnlyProxy`` (what a docked plugin widget is given)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def checksum(data: Any) -> tuple:
     """A cheap fingerprint of an array's content, shape and dtype."""
     arr = np.ascontiguousarray(np.asarray(data))
@@ -43,6 +48,7 @@ def checksum(data: Any) -> tuple:
 
 def is_own_unedited(layer: Any) -> bool:
     """True if the plugin created ``layer`` and its data is still exactly what the plugin wrote."""
+    layer = unwrap(layer)
     stored = _OWN.get(layer)
     return stored is not None and stored == checksum(layer.data)
 
@@ -59,7 +65,7 @@ def placement(source: Any, channel_axis: int | None) -> dict:
 
 def find_reusable(viewer: Any, source_name: str, method: str, layer_type: str = "labels") -> Any:
     """The newest own, unedited output layer of ``method`` for ``source_name``, or None."""
-    for layer in reversed(list(viewer.layers)):
+    for layer in reversed([unwrap(lay) for lay in viewer.layers]):
         if layer not in _OWN or layer._type_string != layer_type:
             continue
         meta = layer.metadata.get(KEY, {})
@@ -105,7 +111,17 @@ def publish(
         reused = True
     else:
         add = getattr(viewer, f"add_{layer_type}")
-        layer = add(data, name=name, metadata=meta, **place, **kwargs)
+        layer = unwrap(add(data, name=name, metadata=meta, **place, **kwargs))
         reused = False
     _OWN[layer] = checksum(layer.data)
     return layer, reused
+
+
+def own_outputs(viewer: Any, source_name: str, method: str) -> list:
+    """The layers in ``viewer`` that the plugin wrote for ``method`` on ``source_name``."""
+    out = []
+    for layer in (unwrap(lay) for lay in viewer.layers):
+        meta = layer.metadata.get(KEY, {})
+        if layer in _OWN and meta.get("source") == source_name and meta.get("method") == method:
+            out.append(layer)
+    return out

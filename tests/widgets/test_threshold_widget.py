@@ -1,0 +1,160 @@
+"""Threshold widget in a real napari viewer, docked through the manifest."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_segkit.algorithms.threshold import threshold_segment
+from napari_segkit.widgets._output import KEY
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def dock(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "Threshold")
+    return widget
+
+
+def test_button_runs_in_a_worker_and_writes_labels(viewer, qtbot):
+    viewer.add_image(data.coins(), name="coins", scale=(2, 3), translate=(5, 7))
+    widget = dock(viewer)
+    assert widget.image.value is viewer.layers["coins"]
+    widget.call_button.clicked.emit()
+    assert widget.running  # off the GUI thread
+    qtbot.waitUntil(lambda: not widget.running, timeout=20000)
+    out = viewer.layers["coins threshold"]
+    assert out._type_string == "labels"
+    np.testing.assert_array_equal(out.data, threshold_segment(data.coins(), method="otsu"))
+    np.testing.assert_array_equal(out.scale, (2, 3))
+    np.testing.assert_array_equal(out.translate, (5, 7))
+    meta = out.metadata[KEY]
+    assert meta["method"] == "threshold" and meta["params"]["method"] == "otsu"
+    assert meta["version"]
+
+
+def test_rerun_updates_own_layer_but_never_an_edited_one(viewer):
+    viewer.add_image(data.coins(), name="coins")
+    widget = dock(viewer)
+    first = widget.run(blocking=True)
+    widget.min_size.value = 100
+    second = widget.run(blocking=True)
+    assert second is first and len(viewer.layers) == 2  # unedited: updated in place
+    assert first.metadata[KEY]["params"]["min_size"] == 100
+
+    # the user paints a correction with the brush
+    first.paint((10, 10), 77, refresh=True)
+    edited = first.data.copy()
+    widget.min_size.value = 0
+    third = widget.run(blocking=True)
+    assert third is not first and len(viewer.layers) == 3
+    np.testing.assert_array_equal(first.data, edited)  # the correction survived
+    assert third.name.startswith("coins threshold")
+
+    # a further rerun updates the new (unedited) layer, not the edited one
+    fourth = widget.run(blocking=True)
+    assert fourth is third and len(viewer.layers) == 3
+
+
+def test_never_writes_into_a_layer_it_did_not_create(viewer):
+    viewer.add_image(data.coins(), name="coins")
+    mine = viewer.add_labels(np.zeros(data.coins().shape, np.int32), name="coins threshold")
+    widget = dock(viewer)
+    out = widget.run(blocking=True)
+    assert out is not mine and mine.data.max() == 0
+
+
+def test_rgb_3d_and_multichannel_images(viewer):
+    viewer.add_image(data.astronaut(), name="astro", rgb=True)
+    widget = dock(viewer)
+    widget.image.value = viewer.layers["astro"]
+    out = widget.run(blocking=True)
+    assert out.data.shape == (512, 512) and out.data.max() > 1
+
+    vol = np.zeros((5, 32, 32), np.uint16)
+    vol[1:4, 8:16, 8:16] = 1000
+    viewer.add_image(vol, name="vol")
+    widget.image.value = viewer.layers["vol"]
+    widget.stack.value = 3
+    out = widget.run(blocking=True)
+    assert out.data.shape == vol.shape and out.data.max() == 1  # one 3D object
+    widget.stack.value = 2
+    out = widget.run(blocking=True)
+    assert out.data.max() == 3  # one object per slice, unique IDs
+
+    multi = np.zeros((2, 32, 32), np.float32)  # (C, Y, X), not split into layers
+    multi[1, 4:9, 4:9] = 1.0
+    viewer.add_image(multi, name="multi", scale=(1, 0.5, 0.5))
+    widget.image.value = viewer.layers["multi"]
+    widget.channel_axis.value = 0
+    widget.channel.value = 1
+    out = widget.run(blocking=True)
+    assert out.data.shape == (32, 32) and out.data.max() == 1
+    np.testing.assert_array_equal(out.scale, (0.5, 0.5))  # channel axis dropped
+
+
+def test_dask_and_multiscale_layers(viewer):
+    img = data.coins()
+    viewer.add_image(da.from_array(img, chunks=64), name="lazy")
+    viewer.add_image([img, img[::2, ::2]], name="pyramid", multiscale=True)
+    widget = dock(viewer)
+    expected = threshold_segment(img)
+    for name in ("lazy", "pyramid"):
+        widget.image.value = viewer.layers[name]
+        out = widget.run(blocking=True)
+        np.testing.assert_array_equal(out.data, expected)
+
+
+@pytest.mark.parametrize("method", ["manual", "cut_points", "multiotsu", "local", "li"])
+def test_every_method_from_the_widget(viewer, method):
+    viewer.add_image(data.coins(), name="coins")
+    widget = dock(viewer)
+    widget.threshold_method.value = method
+    widget.output.value = "classes"
+    out = widget.run(blocking=True)
+    assert out is not None and out.data.max() >= 1
+    assert out.metadata[KEY]["params"]["method"] == method
+
+
+def test_bad_input_is_a_notification_not_a_crash(viewer, qtbot, monkeypatch):
+    import napari_segkit.widgets._base as base
+
+    errors = []
+    monkeypatch.setattr(base, "show_error", errors.append)
+    widget = dock(viewer)
+    assert widget.run(blocking=True) is None  # no image at all
+    assert "No image layer" in errors[-1]
+
+    viewer.add_image(np.full((16, 16), np.nan, np.float32), name="nan")
+    widget.image.value = viewer.layers["nan"]
+    widget.call_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=10000)
+    assert "no finite value" in errors[-1]
+
+    viewer.add_image(data.coins(), name="coins")
+    widget.image.value = viewer.layers["coins"]
+    widget.threshold_method.value = "cut_points"
+    widget.cut_points.value = "0.5, banana"
+    assert widget.run(blocking=True) is None
+    assert "banana" in errors[-1]
+    widget.cut_points.value = "100"
+    assert widget.run(blocking=True) is not None  # the widget stays usable
+
+
+def test_cancel_stops_a_stack(viewer, qtbot, monkeypatch):
+    import napari_segkit.widgets._base as base
+
+    infos = []
+    monkeypatch.setattr(base, "show_info", infos.append)
+    viewer.add_image(np.random.default_rng(0).random((400, 64, 64)), name="stack")
+    widget = dock(viewer)
+    widget.threshold_method.value = "local"
+    widget.cancel()  # no-op when idle
+    widget.call_button.clicked.emit()
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20000)
+    assert widget.status.value == "cancelled"
+    assert "stack threshold" not in viewer.layers
