@@ -29,7 +29,7 @@ LOCAL_METHODS = ("local",)
 METHODS = GLOBAL_METHODS + MULTILEVEL_METHODS + LOCAL_METHODS
 OUTPUTS = ("objects", "classes")
 
-_CHUNK = 1 << 22  # elements per histogram chunk: bounded temporary memory
+_CHUNK = 1 << 18  # elements per histogram chunk: a bounded (2 MiB) int64 temporary
 
 
 def histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray, np.ndarray]:
