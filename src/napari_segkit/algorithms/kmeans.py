@@ -28,6 +28,8 @@ order. NaN pixels (any channel) are left out of the fit and labelled 0.
 from __future__ import annotations
 
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,8 @@ from .image import (
 K_MIN, K_MAX = 2, 32
 #: temporary float32 values per assignment chunk (about 32 MB): bounds the memory of the assignment
 _CHUNK_VALUES = 1 << 23
+#: threads assigning strips at the same time (each holds one strip's temporaries)
+_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -287,7 +291,7 @@ def kmeans_segment(
     rng = np.random.default_rng(seed)
     m = min(int(sample_size), n_valid)
     ranks = np.arange(n_valid) if m == n_valid else np.sort(rng.choice(n_valid, m, replace=False))
-    sample = np.empty((m, n_feat), dtype=np.float64)
+    sample = np.empty((m, n_feat), dtype=np.float32)
     cum = np.concatenate([[0], np.cumsum(counts)])
     filled = 0
     for i, c in enumerate(chunks):
@@ -322,7 +326,7 @@ def kmeans_segment(
         where = "the image" if m == n_valid else f"a sample of {m} pixels of the image"
         raise ValueError(f"k={k} is larger than the number of {what} in {where}: {distinct}")
     model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(sample)
-    centres = model.cluster_centers_
+    centres = model.cluster_centers_.astype(np.float64)
     done += 1
     report(progress, done, total)
 
@@ -339,22 +343,33 @@ def kmeans_segment(
     lo32 = lo.astype(np.float32)
     inv32 = (1.0 / scale).astype(np.float32)
     labels = np.zeros(spatial, dtype=np.uint8)
-    for c in chunks:
+
+    def assign(c: _Chunk) -> None:
         x = np.empty((c.size, n_feat), dtype=np.float32)
-        vals = reader.values(c)
-        np.subtract(vals, lo32, out=x[:, :n_chan], casting="unsafe")
+        np.subtract(reader.values(c), lo32, out=x[:, :n_chan], casting="unsafe")
         x[:, :n_chan] *= inv32
         if use_xy:
             x[:, n_chan:] = _coords(c, block, xy_factor)
         d = x @ c32_t
         d += cc
-        nearest = np.argmin(d, axis=1)
-        out = labels[c.lead + (slice(c.r0, c.r1),)].reshape(-1)
-        np.take(lut, nearest, out=out)
+        out = labels[c.lead + (slice(c.r0, c.r1),)].reshape(-1)  # a view: strips are contiguous
+        np.take(lut, np.argmin(d, axis=1), out=out)
         if reader.is_float:
             out[~np.isfinite(x[:, :n_chan]).all(axis=1)] = 0
-        done += 1
-        report(progress, done, total)
+
+    # numpy releases the GIL: a few threads assign strips in parallel, each in bounded memory
+    workers = max(1, min(_THREADS, os.cpu_count() or 1, len(chunks)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(assign, c) for c in chunks]
+        try:
+            for f in futures:
+                f.result()
+                done += 1
+                report(progress, done, total)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
     if not return_centres:
         return labels
