@@ -125,8 +125,21 @@ def sobel(image: Any, axis: int = -1, *, mode: str = "reflect", cval: float = 0.
     x, _ = _float32(image)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis={axis} is out of range for an image of {x.ndim} dimensions")
-    out = np.empty(x.shape, dtype=np.float32)
-    ndi.sobel(x, axis=axis, output=out, mode=mode, cval=cval)
+    return _sobel(x, axis, mode, cval)
+
+
+def _sobel(x: np.ndarray, axis: int, mode: str, cval: float, out: np.ndarray | None = None):
+    """Separable Sobel of float32 ``x``; exact for ``mode='constant'`` with any ``cval``.
+
+    (``scipy.ndimage.sobel`` pads its smoothing passes with ``cval`` too; the true 2D correlation
+    of a ``cval``-padded image has 0 there, since the derivative of a constant is 0.)
+    """
+    out = np.empty(x.shape, dtype=np.float32) if out is None else out
+    axis = axis % x.ndim
+    ndi.correlate1d(x, [-1.0, 0.0, 1.0], axis=axis, output=out, mode=mode, cval=cval)
+    for other in range(x.ndim):
+        if other != axis:
+            ndi.correlate1d(out, [1.0, 2.0, 1.0], axis=other, output=out, mode=mode, cval=0.0)
     return out
 
 
@@ -192,7 +205,7 @@ def sobel_magnitude(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> 
     out = np.empty(x.shape, dtype=np.float32)
     tmp = np.empty(x.shape, dtype=np.float32)
     for axis in range(x.ndim):
-        ndi.sobel(x, axis=axis, output=tmp if axis else out, mode=mode, cval=cval)
+        _sobel(x, axis, mode, cval, out=tmp if axis else out)
         if axis:
             np.multiply(tmp, tmp, out=tmp)
             out += tmp
@@ -223,7 +236,8 @@ def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarr
     ones = np.ones(3, dtype=np.float32)
     ndi.correlate1d(x, ones, axis=0, output=out, mode=mode, cval=cval)
     for axis in range(1, x.ndim):
-        ndi.correlate1d(out, ones, axis=axis, output=out, mode=mode, cval=cval)
+        # outside the image, a partial box sum of cval-padding holds 3**axis times cval
+        ndi.correlate1d(out, ones, axis=axis, output=out, mode=mode, cval=cval * 3**axis)
     out -= np.float32(3**x.ndim) * x
     return out
 
