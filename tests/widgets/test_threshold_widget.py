@@ -14,6 +14,11 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+def shown(widget) -> bool:
+    """Not hidden by the widget's own logic (the test window itself is never shown)."""
+    return not widget.native.isHidden()
+
+
 def dock(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "Threshold")
     return widget
@@ -28,7 +33,8 @@ def test_button_runs_in_a_worker_and_writes_labels(viewer, qtbot):
     qtbot.waitUntil(lambda: not widget.running, timeout=20000)
     out = viewer.layers["coins threshold"]
     assert out._type_string == "labels"
-    np.testing.assert_array_equal(out.data, threshold_segment(data.coins(), method="otsu"))
+    expected = threshold_segment(data.coins(), method="otsu", min_size=20, fill_holes=True)
+    np.testing.assert_array_equal(out.data, expected)  # the widget's defaults
     np.testing.assert_array_equal(out.scale, (2, 3))
     np.testing.assert_array_equal(out.translate, (5, 7))
     meta = out.metadata[KEY]
@@ -71,6 +77,7 @@ def test_rgb_3d_and_multichannel_images(viewer):
     viewer.add_image(data.astronaut(), name="astro", rgb=True)
     widget = dock(viewer)
     widget.image.value = viewer.layers["astro"]
+    assert not shown(widget.channel_axis) and not shown(widget.stack)  # RGB 2D: nothing to pick
     out = widget.run(blocking=True)
     assert out.data.shape == (512, 512) and out.data.max() > 1
 
@@ -78,6 +85,8 @@ def test_rgb_3d_and_multichannel_images(viewer):
     vol[1:4, 8:16, 8:16] = 1000
     viewer.add_image(vol, name="vol")
     widget.image.value = viewer.layers["vol"]
+    assert shown(widget.stack) and shown(widget.channel_axis) and not shown(widget.channel)
+    widget.min_size.value = 0
     widget.stack.value = 3
     out = widget.run(blocking=True)
     assert out.data.shape == vol.shape and out.data.max() == 1  # one 3D object
@@ -90,6 +99,7 @@ def test_rgb_3d_and_multichannel_images(viewer):
     viewer.add_image(multi, name="multi", scale=(1, 0.5, 0.5))
     widget.image.value = viewer.layers["multi"]
     widget.channel_axis.value = 0
+    assert shown(widget.channel) and not shown(widget.stack)  # (C, Y, X): a 2D image
     widget.channel.value = 1
     out = widget.run(blocking=True)
     assert out.data.shape == (32, 32) and out.data.max() == 1
@@ -101,7 +111,7 @@ def test_dask_and_multiscale_layers(viewer):
     viewer.add_image(da.from_array(img, chunks=64), name="lazy")
     viewer.add_image([img, img[::2, ::2]], name="pyramid", multiscale=True)
     widget = dock(viewer)
-    expected = threshold_segment(img)
+    expected = threshold_segment(img, min_size=20, fill_holes=True)
     for name in ("lazy", "pyramid"):
         widget.image.value = viewer.layers[name]
         out = widget.run(blocking=True)

@@ -80,7 +80,6 @@ class SegmentWidget(Container):
             choices=[("2D, slice by slice", 2), ("3D, whole volume", 3)],
             value=2,
         )
-        self.stack.visible = self.supports_volume
         self.call_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
@@ -95,6 +94,7 @@ class SegmentWidget(Container):
         self.call_button.changed.connect(self._clicked)
         self.cancel_button.changed.connect(self.cancel)
         self.image.changed.connect(self._on_image_changed)
+        self.channel_axis.changed.connect(self._update_input_visibility)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
         self.reset_choices()
@@ -132,11 +132,22 @@ class SegmentWidget(Container):
 
     def _on_image_changed(self, layer) -> None:
         self.channel_axis.reset_choices()
-        if layer is not None and layer.rgb:
-            self.channel_axis.tooltip = (
-                "RGB image: its colour is used (luminance for 1-channel methods)"
-            )
+        self._update_input_visibility()
         self.on_image_changed(layer)
+
+    def _update_input_visibility(self, *_args) -> None:
+        """Show only the input options that apply to the chosen image."""
+        layer = self.image.value
+        ndim = 2 if layer is None else layer.ndim  # napari's ndim leaves out an RGB axis
+        multichannel_possible = layer is not None and not layer.rgb and ndim >= 3
+        self.channel_axis.visible = multichannel_possible
+        self.channel.visible = (
+            multichannel_possible
+            and not self.uses_all_channels
+            and self.channel_axis.value is not None
+        )
+        spatial = ndim - (1 if self.channel_axis.value is not None else 0)
+        self.stack.visible = self.supports_volume and spatial >= 3
 
     def read_input(self) -> ImageInput:
         """Read the chosen layer and options. Raises ValueError with a user-facing message."""

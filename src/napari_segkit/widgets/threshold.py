@@ -40,8 +40,8 @@ class ThresholdWidget(SegmentWidget):
             choices=[("objects (one ID each)", "objects"), ("classes", "classes")],
             value="objects",
         )
-        self.min_size = SpinBox(label="min size (px)", min=0, max=10**9, value=0)
-        self.fill_holes = CheckBox(text="fill holes", value=False)
+        self.min_size = SpinBox(label="min size (px)", min=0, max=10**9, value=20)
+        self.fill_holes = CheckBox(text="fill holes", value=True)
         self.connectivity = ComboBox(
             label="connectivity",
             choices=[("faces (4 in 2D, 6 in 3D)", 1), ("all neighbours (8 / 26)", 3)],
