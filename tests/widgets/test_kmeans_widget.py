@@ -1,0 +1,90 @@
+"""K-means widget in a real napari viewer, docked through the manifest."""
+
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_segkit.algorithms.kmeans import kmeans_segment
+from napari_segkit.widgets._output import KEY
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def dock(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "K-means")
+    return widget
+
+
+def test_button_runs_in_a_worker_and_orders_labels(viewer, qtbot):
+    img = np.zeros((40, 40), np.uint8)
+    img[:, :15] = 200
+    img[:, 15:30] = 30
+    img[:, 30:] = 120
+    viewer.add_image(img, name="bands", scale=(2, 3))
+    widget = dock(viewer)
+    assert widget.image.value is viewer.layers["bands"]
+    widget.k.value = 3
+    widget.call_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20000)
+    out = viewer.layers["bands kmeans"]
+    assert out._type_string == "labels"
+    assert (out.data[0, 0], out.data[0, 20], out.data[0, 35]) == (3, 1, 2)  # 1 = darkest
+    np.testing.assert_array_equal(out.scale, (2, 3))
+    meta = out.metadata[KEY]
+    assert meta["method"] == "kmeans" and meta["params"]["k"] == 3
+
+
+def test_rgb_labels_and_cluster_colour_layer(viewer):
+    astro = data.astronaut()[::4, ::4]
+    viewer.add_image(astro, name="astro", rgb=True)
+    widget = dock(viewer)
+    widget.k.value = 4
+    widget.seed.value = 2
+    widget.show_colours.value = True
+    out = widget.run(blocking=True)
+    expected, centres = kmeans_segment(astro, k=4, seed=2, return_centres=True)
+    np.testing.assert_array_equal(out.data, expected)
+    colours = viewer.layers["astro kmeans cluster colours"]
+    assert colours._type_string == "image" and colours.rgb
+    assert colours.data.shape == astro.shape and colours.data.dtype == np.uint8
+    np.testing.assert_array_equal(colours.data[0, 0], np.rint(centres[expected[0, 0] - 1]))
+    # a rerun with the same seed gives the same labels, updating both own layers in place
+    n = len(viewer.layers)
+    again = widget.run(blocking=True)
+    assert again is out and len(viewer.layers) == n
+    np.testing.assert_array_equal(again.data, expected)
+
+
+def test_multichannel_stack_uses_all_channels(viewer):
+    stack = np.zeros((2, 3, 16, 16), np.uint16)  # (channel, z, y, x)
+    stack[0, :, :, 8:] = 1000
+    stack[1, :, 8:, :] = 50
+    viewer.add_image(stack, name="mc")
+    widget = dock(viewer)
+    widget.channel_axis.value = 0
+    widget.k.value = 4
+    widget.show_colours.value = True
+    out = widget.run(blocking=True)
+    assert out.data.shape == (3, 16, 16)
+    assert len(np.unique(out.data)) == 4
+    np.testing.assert_array_equal(out.data[0], out.data[2])  # one model for the whole stack
+    assert viewer.layers["mc kmeans cluster colours"].data.shape == (3, 16, 16)
+
+
+def test_bad_input_is_a_notification_not_a_crash(viewer, monkeypatch):
+    img = np.zeros((10, 10), np.uint8)
+    img[:5] = 255
+    viewer.add_image(img, name="two")
+    widget = dock(viewer)
+    errors = []
+    monkeypatch.setattr("napari_segkit.widgets._base.show_error", errors.append)
+    widget.k.value = 5
+    assert widget.run(blocking=True) is None
+    assert errors and "distinct colour" in errors[0]
+    assert "error" in widget.status.value
+    widget.k.value = 2  # still usable
+    out = widget.run(blocking=True)
+    assert out is not None and set(np.unique(out.data)) == {1, 2}
