@@ -178,7 +178,7 @@ def kmeans_segment(
     *,
     k: int = 3,
     seed: int | None = 0,
-    sample_size: int = 50_000,
+    sample_size: int = 100_000,
     n_init: int = 3,
     spatial_weight: float = 0.0,
     smoothing: float = 0.0,

@@ -37,7 +37,7 @@ class KMeansWidget(SegmentWidget):
         )
         self.smoothing.tooltip = "Sigma of a Gaussian blur before clustering (0: none)"
         self.sample_size = SpinBox(
-            label="sample (px)", min=1000, max=10_000_000, step=10_000, value=50_000
+            label="sample (px)", min=1000, max=10_000_000, step=10_000, value=100_000
         )
         self.sample_size.tooltip = (
             "Pixels used to fit the model (drawn at random from the whole image or stack); "
