@@ -240,3 +240,21 @@ def test_cluster_colour_image_checks():
         cluster_colour_image(np.array([[1]]), np.zeros(3))
     out = cluster_colour_image(np.array([[0, 1]]), np.array([[300.0]]), dtype=np.uint8)
     np.testing.assert_array_equal(out[..., 0], [[0, 255]])
+
+
+def test_progress_reports_and_can_stop_the_work(monkeypatch):
+    monkeypatch.setattr(km, "_CHUNK_VALUES", 2000)  # many strips
+    img = data.coins()[::2, ::2]
+    calls = []
+    kmeans_segment(img, k=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] > 10
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        if done > total // 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        kmeans_segment(img, k=3, progress=stop)
