@@ -258,3 +258,19 @@ def test_progress_reports_and_can_stop_the_work(monkeypatch):
 
     with pytest.raises(Stop):
         kmeans_segment(img, k=3, progress=stop)
+
+
+@pytest.mark.parametrize(
+    "image, kwargs",
+    [
+        (data.astronaut()[::2, ::2], {}),  # RGB uint8: coarse cells, some computed pixel by pixel
+        ((data.coins().astype(np.uint16) * 257), {}),  # uint16 grey: one cell per value
+        (np.moveaxis(data.astronaut()[::4, ::4, :2], -1, 0), {"channel_axis": 0}),  # 2 x uint8
+        ((data.astronaut()[::4, ::4].astype(np.uint16) * 200), {}),  # RGB uint16: big cells
+    ],
+)
+def test_colour_table_gives_the_direct_labels(image, kwargs, monkeypatch):
+    fast = kmeans_segment(image, k=6, **kwargs)
+    monkeypatch.setattr(km, "_colour_table", lambda *a, **k: None)
+    direct = kmeans_segment(image, k=6, **kwargs)
+    np.testing.assert_array_equal(fast, direct)

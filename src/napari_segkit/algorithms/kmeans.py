@@ -53,6 +53,10 @@ K_MIN, K_MAX = 2, 32
 _CHUNK_VALUES = 1 << 23
 #: threads assigning strips at the same time (each holds one strip's temporaries)
 _THREADS = 2
+#: cells of the colour lookup table (2**18: 256 KB), its safety margin, its 'compute me' mark
+_TABLE_BITS = 18
+_TABLE_MARGIN = 1e-3
+_UNSURE = 255
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,55 @@ def _brightness(colours: np.ndarray, rgb: bool) -> np.ndarray:
     if rgb:
         return colours[:, :3] @ _LUMA.astype(np.float64)
     return colours.mean(axis=1)
+
+
+def _colour_table(
+    dtype: Any,
+    n_chan: int,
+    centres: np.ndarray,
+    lo: np.ndarray,
+    scale: np.ndarray,
+    nearest: Any,
+) -> tuple[int, int, np.ndarray] | None:
+    """A lookup table from (coarsened) colour to label, for unsigned-integer colour-only features.
+
+    The colour is cut to ``bits`` per channel (dropping ``shift`` low bits) so the table has at most
+    2**18 cells. When ``shift`` is 0 every cell is one colour and its label is computed exactly as a
+    pixel's is. Otherwise a cell gets a label only if its whole box of colours lies, with a margin,
+    inside one centre's Voronoi region (checked at the box corners, where the linear difference of
+    two squared distances peaks); the other cells are marked unsure and their pixels are computed
+    one by one. Either way the labels equal those of the direct computation.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        dtype = np.dtype(np.uint8)
+    if dtype.kind != "u" or dtype.itemsize > 2 or n_chan > 3:
+        return None
+    depth = 8 * dtype.itemsize
+    bits = min(depth, _TABLE_BITS // n_chan)
+    shift = depth - bits
+    levels = np.arange(1 << bits, dtype=np.int64)
+    grids = np.meshgrid(*([levels] * n_chan), indexing="ij")
+    cells = np.stack([g.reshape(-1) for g in grids], axis=1)  # in code order
+    if shift == 0:
+        return 0, bits, nearest(cells.astype(dtype))
+    # the box of each cell in scaled feature units
+    box_lo = ((cells << shift) - lo) / scale
+    box_hi = ((cells << shift) + ((1 << shift) - 1) - lo) / scale
+    mid = (box_lo + box_hi) / 2
+    cc = (centres**2).sum(axis=1)
+    best = np.argmin(cc[None, :] - 2 * mid @ centres.T, axis=1)
+    sure = np.ones(len(cells), dtype=bool)
+    cb = centres[best]  # (n, C)
+    for i in range(len(centres)):
+        a = cb - centres[i]  # d_best - d_i = (|cb|^2 - |ci|^2) - 2 x.a, largest at a corner
+        worst = cc[best] - cc[i] + np.maximum(-2 * a * box_lo, -2 * a * box_hi).sum(axis=1)
+        sure &= (best == i) | (worst < -_TABLE_MARGIN)
+    # the labels of sure cells, computed exactly as a pixel's (at the cell's first colour)
+    cell_lut = np.full(len(cells), _UNSURE, dtype=np.uint8)
+    if sure.any():
+        cell_lut[sure] = nearest((cells[sure] << shift).astype(dtype))
+    return shift, bits, cell_lut
 
 
 def kmeans_segment(
@@ -345,17 +398,40 @@ def kmeans_segment(
     lo32 = lo.astype(np.float32)
     labels = np.zeros(spatial, dtype=np.uint8)
 
-    def assign(c: _Chunk) -> None:
-        x = np.empty((c.size, n_feat), dtype=np.float32)
-        np.subtract(reader.values(c), lo32, out=x[:, :n_chan], casting="unsafe")
-        if use_xy:
-            x[:, n_chan:] = _coords(c, block, xy_factor)
+    def nearest(values: np.ndarray, coords: np.ndarray | None = None) -> np.ndarray:
+        """Ordered labels (uint8) of feature rows: colour ``values`` (n, C), scaled ``coords``."""
+        x = np.empty((len(values), n_feat), dtype=np.float32)
+        np.subtract(values, lo32, out=x[:, :n_chan], casting="unsafe")
+        if coords is not None:
+            x[:, n_chan:] = coords
         d = x @ weights
         d += cc
-        out = labels[c.lead + (slice(c.r0, c.r1),)].reshape(-1)  # a view: strips are contiguous
-        np.take(lut, np.argmin(d, axis=1), out=out)
+        out = lut[np.argmin(d, axis=1)]
         if reader.is_float:
             out[~np.isfinite(x[:, :n_chan]).all(axis=1)] = 0
+        return out
+
+    table = None
+    if not use_xy and not reader.halo:
+        table = _colour_table(chans.dtype, n_chan, centres, lo, scale, nearest)
+
+    def assign(c: _Chunk) -> None:
+        out = labels[c.lead + (slice(c.r0, c.r1),)].reshape(-1)  # a view: strips are contiguous
+        if table is None:
+            coords = _coords(c, block, xy_factor) if use_xy else None
+            out[:] = nearest(reader.values(c), coords)
+            return
+        raw = reader.raw(c)
+        shift, bits, cell_lut = table
+        code = np.right_shift(raw[:, 0], shift, dtype=np.int32)
+        for f in range(1, n_chan):
+            code <<= bits
+            code |= np.right_shift(raw[:, f], shift, dtype=np.int32)
+        np.take(cell_lut, code, out=out)
+        if shift:
+            unsure = np.flatnonzero(out == _UNSURE)
+            if len(unsure):
+                out[unsure] = nearest(raw[unsure])
 
     # numpy releases the GIL: a few threads assign strips in parallel, each in bounded memory
     workers = max(1, min(_THREADS, os.cpu_count() or 1, len(chunks)))
