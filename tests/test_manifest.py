@@ -46,22 +46,26 @@ def test_command_ids_follow_the_convention(manifest):
     assert widget_cmds == menu_cmds
 
 
-def test_import_is_light():
-    """Importing the package (and its algorithms) must not import torch, Qt or napari."""
+@pytest.mark.parametrize(
+    "modules, forbidden",
+    [
+        # the package and its pure algorithms: no torch, no Qt, no napari
+        (
+            "napari_segkit, napari_segkit.algorithms.threshold, napari_segkit.datasets",
+            ("torch", "torchvision", "qtpy", "PyQt6", "napari"),
+        ),
+        # the widgets: Qt and napari, but torch only when a model runs
+        (
+            "napari_segkit.widgets.threshold, napari_segkit.widgets.edges, "
+            "napari_segkit.widgets.kmeans, napari_segkit.widgets.maskrcnn",
+            ("torch", "torchvision"),
+        ),
+    ],
+)
+def test_imports_stay_light(modules, forbidden):
     code = (
-        "import sys, napari_segkit, napari_segkit.algorithms.threshold, napari_segkit.datasets;"
-        "bad = [m for m in ('torch', 'torchvision', 'qtpy', 'PyQt6', 'napari') if m in sys.modules];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_widget_modules_do_not_import_torch():
-    code = (
-        "import sys, napari_segkit.widgets.threshold;"
-        "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; print(bad);"
-        "sys.exit(1 if bad else 0)"
+        f"import sys, {modules};"
+        f"bad = [m for m in {forbidden!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
