@@ -1,0 +1,136 @@
+"""The ``segkit`` command line.
+
+Each subcommand registers itself with a ``add_<name>_parser(subparsers)`` function listed in
+:data:`COMMANDS`; the parser's ``func`` does the work and returns the exit code. torch is imported
+only by the subcommands that need it.
+
+Examples::
+
+    segkit weights download maskrcnn_resnet50_fpn     # on a machine that is online
+    segkit weights where maskrcnn_resnet50_fpn        # where the file goes, and whether it is there
+    segkit maskrcnn cells.tif -o cells_labels.tif --model nuclei --table cells.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from .models import maskrcnn as mr
+
+    status = 0
+    for arch in args.architectures:
+        if args.action == "where":
+            path = mr.cached_weights_path(arch)
+            print(f"{arch}: {path} ({'present' if path.is_file() else 'missing'})")
+            continue
+        try:
+            path = mr.download_weights(arch, progress=not args.quiet)
+        except mr.WeightsUnavailableError as err:
+            print(str(err), file=sys.stderr)
+            status = 1
+        else:
+            print(f"{arch}: {path}")
+    return status
+
+
+def add_weights_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="pretrained weights in the torch hub cache")
+    p.add_argument("action", choices=["download", "where"])
+    p.add_argument("architectures", nargs="+", choices=COCO, metavar="ARCH",
+                   help=f"one or more of {', '.join(COCO)}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no download progress bar")
+    p.set_defaults(func=_weights)
+
+
+def _read_image(path: Path):
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from skimage.io import imread
+
+    return imread(path)
+
+
+def _maskrcnn(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .models import maskrcnn as mr
+
+    image = _read_image(args.image)
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    try:
+        res = mr.predict_instances(
+            image, args.model, score_threshold=args.score_threshold,
+            mask_threshold=args.mask_threshold, max_detections=args.max_detections,
+            classes=classes, device=args.device, half=not args.no_half, tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap, batch_size=args.batch_size,
+            rgb=True if args.rgb else None, channel_axis=args.channel_axis, channel=args.channel,
+        )
+    except (ValueError, mr.WeightsUnavailableError) as err:
+        print(f"segkit maskrcnn: {err}", file=sys.stderr)
+        return 2
+    import tifffile
+
+    tifffile.imwrite(args.output, res.labels, compression="zlib")
+    if args.table:
+        import pandas as pd
+
+        pd.DataFrame(res.table).to_csv(args.table, index=False)
+    print(f"{res.n_objects} object(s) -> {args.output}"
+          + (f"; {len(res.empty_labels)} lost every pixel to higher-scoring ones" if len(res.empty_labels) else ""))
+    if int(np.max(res.labels, initial=0)) == 0:
+        print("no object found: try a lower --score-threshold or another --model", file=sys.stderr)
+    return 0
+
+
+def add_maskrcnn_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("maskrcnn", help="Mask R-CNN instance segmentation of an image file")
+    p.add_argument("image", type=Path, help="input image (TIFF, PNG, ...)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output labels (TIFF)")
+    p.add_argument("--model", default="nuclei",
+                   help="nuclei (shipped), maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2, or a "
+                        "checkpoint file (.safetensors/.pt/.pth)")
+    p.add_argument("--table", type=Path, help="write the per-object table (CSV)")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--mask-threshold", type=float, default=0.5)
+    p.add_argument("--max-detections", type=int, default=None, help="per tile (default: follows area)")
+    p.add_argument("--classes", default="", help="comma-separated class ids to keep")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--no-half", action="store_true", help="float32 on the GPU")
+    p.add_argument("--tile-size", type=int, default=1024)
+    p.add_argument("--tile-overlap", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--rgb", action="store_true", help="the last axis is RGB colour")
+    p.add_argument("--channel-axis", type=int, default=None)
+    p.add_argument("--channel", type=int, default=0)
+    p.set_defaults(func=_maskrcnn)
+
+
+#: subcommand registrations, in the order shown by ``segkit --help``
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_maskrcnn_parser, add_weights_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segkit", description="napari-segkit from the command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``segkit``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

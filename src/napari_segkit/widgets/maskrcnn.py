@@ -1,0 +1,212 @@
+"""Mask R-CNN dock widget: every detected object its own label ID, with a per-object table.
+
+torch is imported only when Run (or Download weights) is pressed, inside
+:mod:`napari_segkit.models.maskrcnn`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    Widget,
+)
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+
+from ._base import ImageInput, SegmentationResult, SegmentWidget
+
+COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+MODEL_CHOICES = [
+    ("nuclei (shipped demo model)", "nuclei"),
+    ("ResNet-50 FPN, COCO", "maskrcnn_resnet50_fpn"),
+    ("ResNet-50 FPN v2, COCO", "maskrcnn_resnet50_fpn_v2"),
+    ("checkpoint file...", "file"),
+]
+
+
+def parse_classes(text: str, class_names: list[str] | None = None) -> list[int] | None:
+    """``"1, 3"`` or ``"person, cat"`` -> class ids; empty -> None (all classes).
+
+    Examples
+    --------
+    >>> parse_classes("1, 3")
+    [1, 3]
+    >>> parse_classes("nucleus", ["background", "nucleus"])
+    [1]
+    """
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        return None
+    out = []
+    for item in items:
+        if item.isdigit():
+            out.append(int(item))
+        elif class_names is not None and item in class_names:
+            out.append(class_names.index(item))
+        else:
+            raise ValueError(f"class filter: {item!r} is neither a class id nor a class name")
+    return out
+
+
+class MaskRCNNWidget(SegmentWidget):
+    """Instance segmentation with Mask R-CNN: pick an image and a model, press Run."""
+
+    method = "Mask R-CNN"
+    supports_volume = False  # stacks run slice by slice, IDs unique across the stack
+
+    def make_parameters(self) -> list[Widget]:
+        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
+        self.checkpoint = FileEdit(
+            label="checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value=""
+        )
+        self.download = PushButton(text="Download weights")
+        self.download.tooltip = "Fetch the COCO weights into the torch hub cache (needs internet)"
+        self.score_threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05, value=0.5)
+        self.mask_threshold = FloatSpinBox(label="mask threshold", min=0.0, max=1.0, step=0.05, value=0.5)
+        self.max_detections = SpinBox(label="max detections", min=0, max=10**6, value=0)
+        self.max_detections.tooltip = "Per tile; 0 follows the tile area (1024 for 1024 x 1024)"
+        self.classes = LineEdit(label="classes", value="")
+        self.classes.tooltip = "Keep only these class ids or names (comma-separated); empty: all"
+        self.device = ComboBox(label="device", choices=["auto", "cuda", "mps", "cpu"], value="auto")
+        self.half = CheckBox(text="half precision on GPU", value=True)
+        self.tile_size = SpinBox(label="tile size", min=128, max=16384, step=64, value=1024)
+        self.tile_overlap = SpinBox(label="tile overlap", min=0, max=4096, step=8, value=64)
+        self.tile_overlap.tooltip = "At least the largest object's diameter"
+        self.boxes = CheckBox(text="add a Shapes layer of the boxes", value=False)
+        self.model.changed.connect(self._update_model_widgets)
+        self.download.changed.connect(self.download_weights)
+        self._update_model_widgets()
+        return [
+            self.model, self.checkpoint, self.download, self.score_threshold, self.mask_threshold,
+            self.max_detections, self.classes, self.device, self.half, self.tile_size,
+            self.tile_overlap, self.boxes,
+        ]
+
+    def _update_model_widgets(self, *_args) -> None:
+        self.checkpoint.visible = self.model.value == "file"
+        self.download.visible = self.model.value in COCO
+
+    def model_source(self) -> str:
+        """The model to load: a shipped/COCO name or a checkpoint path."""
+        if self.model.value != "file":
+            return self.model.value
+        path = Path(str(self.checkpoint.value or ""))
+        if not str(self.checkpoint.value or "").strip() or not path.is_file():
+            raise ValueError(
+                f"choose a checkpoint file (.safetensors, .pt or .pth); {str(path)!r} is not a file"
+            )
+        return str(path)
+
+    def parameters(self) -> dict:
+        return {
+            "model": self.model_source(),
+            "score_threshold": float(self.score_threshold.value),
+            "mask_threshold": float(self.mask_threshold.value),
+            "max_detections": int(self.max_detections.value) or None,
+            "classes": self.classes.value.strip(),
+            "device": self.device.value,
+            "half": bool(self.half.value),
+            "tile_size": int(self.tile_size.value),
+            "tile_overlap": int(self.tile_overlap.value),
+            "boxes": bool(self.boxes.value),
+        }
+
+    def compute(self, inp: ImageInput, params: dict, progress) -> SegmentationResult:
+        import pandas as pd
+
+        from ..models import maskrcnn as mr
+
+        params = dict(params)
+        add_boxes = params.pop("boxes")
+        model = mr.load_model(params.pop("model"), params.pop("device"))
+        classes = parse_classes(params.pop("classes"), model.class_names)
+        res = mr.predict_instances(
+            inp.data, model, rgb=inp.rgb, channel_axis=inp.channel_axis, channel=inp.channel,
+            classes=classes, progress=progress, **params,
+        )
+        features = pd.DataFrame(res.table)
+        extra = [boxes_layer(res.table)] if add_boxes and res.n_objects else []
+        message = None
+        if len(res.empty_labels):
+            shown = ", ".join(str(i) for i in res.empty_labels[:10])
+            more = "..." if len(res.empty_labels) > 10 else ""
+            message = (
+                f"{len(res.empty_labels)} detection(s) lost every pixel to higher-scoring ones "
+                f"(labels {shown}{more}); they stay in the table with area 0"
+            )
+        result = SegmentationResult(res.labels, features=features, extra_layers=extra, message=message)
+        result.n_ids = int(res.n_objects)  # the highest ID handed out, pixels or not
+        return result
+
+    def _publish(self, inp: ImageInput, params: dict, result: SegmentationResult):
+        layer = super()._publish(inp, params, result)
+        # the next label painted by hand is beyond every ID the model handed out
+        n_ids = getattr(result, "n_ids", int(result.labels.max(initial=0)))
+        layer.selected_label = n_ids + 1
+        return layer
+
+    # ---- weights ------------------------------------------------------------------------------
+    def download_weights(self, *_args, blocking: bool = False):
+        """Fetch the chosen COCO model's weights in a worker; offline, say exactly what to do."""
+        architecture = self.model.value
+        if architecture not in COCO:
+            show_info("Download weights: choose a COCO model first")
+            return None
+
+        def fetch() -> str:
+            from ..models import maskrcnn as mr
+
+            return str(mr.download_weights(architecture, progress=False))
+
+        def done(path: str) -> None:
+            self.status.value = f"weights ready: {path}"
+            show_info(f"{architecture} weights are in the torch hub cache: {path}")
+
+        def failed(err: BaseException) -> None:
+            self.status.value = "weights not available (see notification)"
+            show_error(str(err))
+
+        if blocking:
+            try:
+                done(fetch())
+            except Exception as err:  # WeightsUnavailableError and anything else: tell the user
+                failed(err)
+            return None
+        self.status.value = f"downloading {architecture} weights..."
+        worker = create_worker(fetch, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._download_worker = worker
+        worker.start()
+        return worker
+
+
+def boxes_layer(table: dict) -> tuple:
+    """A napari Shapes layer-data tuple of the detection boxes, with class and score as text."""
+    lead = sorted(k for k in table if k.startswith("axis"))
+    y0, x0, y1, x1 = (np.asarray(table[k], float) for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"))
+    index = np.stack([np.asarray(table[k], float) for k in lead], axis=1) if lead else np.zeros((len(y0), 0))
+    corners = []
+    for i in range(len(y0)):
+        pts = np.array([[y0[i], x0[i]], [y0[i], x1[i]], [y1[i], x1[i]], [y1[i], x0[i]]])
+        corners.append(np.concatenate([np.repeat(index[i : i + 1], 4, axis=0), pts], axis=1))
+    features = {"label": table["label"], "class_name": table["class_name"], "score": table["score"]}
+    kwargs = {
+        "name": "boxes",
+        "shape_type": "rectangle",
+        "edge_color": "yellow",
+        "face_color": "transparent",
+        "edge_width": 1,
+        "features": features,
+        "text": {"string": "{class_name} {score:.2f}", "size": 8, "color": "yellow", "anchor": "upper_left"},
+    }
+    return corners, kwargs, "shapes"
