@@ -274,3 +274,9 @@ def test_colour_table_gives_the_direct_labels(image, kwargs, monkeypatch):
     monkeypatch.setattr(km, "_colour_table", lambda *a, **k: None)
     direct = kmeans_segment(image, k=6, **kwargs)
     np.testing.assert_array_equal(fast, direct)
+
+
+def test_float64_with_a_large_offset():
+    img, truth = quadrants(np.array([[0.0], [0.25], [0.5], [0.75]]), noise=0.01)
+    labels = kmeans_segment(img[..., 0] + 1e9, k=4)
+    np.testing.assert_array_equal(labels, truth + 1)
