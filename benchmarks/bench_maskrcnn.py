@@ -88,19 +88,30 @@ def forward_only(module, images: list[np.ndarray], dev: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def ours(model, stack: np.ndarray, score: float, cap: int, batch: int, half: bool, dev) -> tuple[float, object]:
+def ours(
+    model, stack: np.ndarray, score: float, cap: int, batch: int, half: bool, dev
+) -> tuple[float, object]:
     sync(dev)
     t0 = time.perf_counter()
-    res = mr.predict_instances(stack, model, score_threshold=score, max_detections=cap,
-                               batch_size=batch, half=half, tile_size=stack.shape[-1])
+    res = mr.predict_instances(
+        stack,
+        model,
+        score_threshold=score,
+        max_detections=cap,
+        batch_size=batch,
+        half=half,
+        tile_size=stack.shape[-1],
+    )
     sync(dev)
     return time.perf_counter() - t0, res
 
 
 def machine(dev: torch.device) -> str:
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, GPU: {gpu}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, GPU: {gpu}, "
+        f"torch {torch.__version__}"
+    )
 
 
 def main(argv=None) -> None:
@@ -108,7 +119,9 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--n-nuclei", type=int, default=600)
-    ap.add_argument("--n-images", type=int, default=32, help="images for ours (plain: a quarter, >= 2)")
+    ap.add_argument(
+        "--n-images", type=int, default=32, help="images for ours (plain: a quarter, >= 2)"
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--cap", type=int, default=500, help="detection cap of the random resnet50")
     ap.add_argument("--models", default="nuclei,resnet50")
@@ -121,15 +134,26 @@ def main(argv=None) -> None:
     on_gpu = dev.type == "cuda"
     n_ours = args.n_images
     n_plain = max(2, n_ours // 8) if on_gpu else max(1, n_ours // 2)
-    distinct = [synthetic_nuclei((args.size, args.size), n_nuclei=args.n_nuclei, radius=(6, 12),
-                                 touching=True, background_gradient=0.3, noise=0.05, seed=100 + i)
-                for i in range(4)]
+    distinct = [
+        synthetic_nuclei(
+            (args.size, args.size),
+            n_nuclei=args.n_nuclei,
+            radius=(6, 12),
+            touching=True,
+            background_gradient=0.3,
+            noise=0.05,
+            seed=100 + i,
+        )
+        for i in range(4)
+    ]
     truth_counts = [int(len(np.unique(t)) - 1) for _, t in distinct]
     imgs = [distinct[i % 4][0] for i in range(n_ours)]
     stack = np.stack(imgs)
     print(f"machine: {machine(dev)}")
-    print(f"image: {args.size}x{args.size} uint16, synthetic nuclei, {np.mean(truth_counts):.0f} "
-          f"ground-truth objects per image (4 distinct images)")
+    print(
+        f"image: {args.size}x{args.size} uint16, synthetic nuclei, {np.mean(truth_counts):.0f} "
+        f"ground-truth objects per image (4 distinct images)"
+    )
     results = []
     for name in args.models.split(","):
         if name == "nuclei":
@@ -138,15 +162,25 @@ def main(argv=None) -> None:
             note = "shipped trained model, score >= 0.5"
         elif name == "resnet50":
             module = mr.build_architecture("maskrcnn_resnet50_fpn", 2)
-            model = mr._ready(mr.LoadedModel(module, "maskrcnn_resnet50_fpn", ["bg", "object"],
-                                             dict(mr.DEFAULT_NORMALISATION), "random"), dev)
+            model = mr._ready(
+                mr.LoadedModel(
+                    module,
+                    "maskrcnn_resnet50_fpn",
+                    ["bg", "object"],
+                    dict(mr.DEFAULT_NORMALISATION),
+                    "random",
+                ),
+                dev,
+            )
             score, cap = 0.0, args.cap
             note = f"random weights, 2 classes, score >= 0 -> {args.cap} detections/image"
         else:
             raise SystemExit(f"unknown model {name}")
         plain_cap = cap if cap is not None else auto_max_detections((args.size, args.size))
         # warm-up (cudnn autotune, allocator)
-        ours(model, stack[: min(len(stack), args.batch_size)], score, cap, args.batch_size, True, dev)
+        ours(
+            model, stack[: min(len(stack), args.batch_size)], score, cap, args.batch_size, True, dev
+        )
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(dev)
         t_ours, res = ours(model, stack, score, cap, args.batch_size, True, dev)
@@ -165,12 +199,19 @@ def main(argv=None) -> None:
         if name == "nuclei":
             fit = match_instances(res.labels[0], distinct[0][1], iou_threshold=0.5)
         row = {
-            "model": name, "note": note, "device": str(dev), "detections_per_image": round(n_det, 1),
-            "plain_img_s": n_plain / t_plain, "forward_img_s": n_plain / t_fwd,
-            "ours_img_s": len(stack) / t_ours, "ours_batch1_fp32_img_s": max(2, n_plain) / t_ours1,
+            "model": name,
+            "note": note,
+            "device": str(dev),
+            "detections_per_image": round(n_det, 1),
+            "plain_img_s": n_plain / t_plain,
+            "forward_img_s": n_plain / t_fwd,
+            "ours_img_s": len(stack) / t_ours,
+            "ours_batch1_fp32_img_s": max(2, n_plain) / t_ours1,
             "ratio_ours_plain": (len(stack) / t_ours) / (n_plain / t_plain),
             "ratio_ours_quoted5": (len(stack) / t_ours) / QUOTED_IMG_PER_S,
-            "n_images_ours": len(stack), "n_images_plain": n_plain, "batch_size": args.batch_size,
+            "n_images_ours": len(stack),
+            "n_images_plain": n_plain,
+            "batch_size": args.batch_size,
             "gpu_peak_GiB": round(peak / 2**30, 2),
             "gpu_peak_over_input": round(peak / stack.nbytes, 1) if peak else None,
             "agreement_ours_vs_plain_f1": round(agree["f1"], 3),
@@ -180,12 +221,16 @@ def main(argv=None) -> None:
         print(json.dumps(row), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak host RSS {rss:.1f} GiB; input stack {stack.nbytes / 2**30:.2f} GiB")
-    print(f"\n{'model':10} {'det/img':>8} {'plain':>8} {'fwd':>8} {'ours':>8} {'ours b1':>8} "
-          f"{'x plain':>8} {'x 5/s':>7}  (images/s, {args.size}x{args.size}, {dev})")
+    print(
+        f"\n{'model':10} {'det/img':>8} {'plain':>8} {'fwd':>8} {'ours':>8} {'ours b1':>8} "
+        f"{'x plain':>8} {'x 5/s':>7}  (images/s, {args.size}x{args.size}, {dev})"
+    )
     for r in results:
-        print(f"{r['model']:10} {r['detections_per_image']:8.0f} {r['plain_img_s']:8.2f} "
-              f"{r['forward_img_s']:8.2f} {r['ours_img_s']:8.2f} {r['ours_batch1_fp32_img_s']:8.2f} "
-              f"{r['ratio_ours_plain']:8.1f} {r['ratio_ours_quoted5']:7.2f}")
+        print(
+            f"{r['model']:10} {r['detections_per_image']:8.0f} {r['plain_img_s']:8.2f} "
+            f"{r['forward_img_s']:8.2f} {r['ours_img_s']:8.2f} {r['ours_batch1_fp32_img_s']:8.2f} "
+            f"{r['ratio_ours_plain']:8.1f} {r['ratio_ours_quoted5']:7.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(dev), "results": results}, f, indent=1)

@@ -29,7 +29,12 @@ from napari_segkit.models import maskrcnn as mr
 
 ARCH = "maskrcnn_resnet10_fpn_small"
 CLASS_NAMES = ["background", "nucleus"]
-NORMALISATION = {"percentiles": [1.0, 99.8], "uint8_rgb": "percentile", "mean": [0.0] * 3, "std": [1.0] * 3}
+NORMALISATION = {
+    "percentiles": [1.0, 99.8],
+    "uint8_rgb": "percentile",
+    "mean": [0.0] * 3,
+    "std": [1.0] * 3,
+}
 CROP = 256
 
 
@@ -42,9 +47,14 @@ def make_sample(seed: int, size: int = CROP) -> tuple[np.ndarray, np.ndarray]:
     density = rng.uniform(0.05, 0.45)  # covered fraction before overlaps
     n = int(density * size * size / mean_area)
     img, lab = synthetic_nuclei(
-        (size, size), n_nuclei=n, radius=(r_lo, r_hi), touching=bool(rng.random() < 0.7),
-        background_gradient=float(rng.uniform(0, 0.6)), noise=float(rng.uniform(0.01, 0.12)),
-        dtype=np.uint16, seed=int(rng.integers(2**31)),
+        (size, size),
+        n_nuclei=n,
+        radius=(r_lo, r_hi),
+        touching=bool(rng.random() < 0.7),
+        background_gradient=float(rng.uniform(0, 0.6)),
+        noise=float(rng.uniform(0.01, 0.12)),
+        dtype=np.uint16,
+        seed=int(rng.integers(2**31)),
     )
     k = int(rng.integers(4))
     img, lab = np.rot90(img, k), np.rot90(lab, k)
@@ -75,8 +85,11 @@ def to_target(img: np.ndarray, lab: np.ndarray, min_area: int = 6):
             "masks": torch.from_numpy(np.stack(masks).astype(np.uint8)),
         }
     else:
-        target = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
-                  "masks": torch.zeros((0, CROP, CROP), dtype=torch.uint8)}
+        target = {
+            "boxes": torch.zeros((0, 4)),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "masks": torch.zeros((0, CROP, CROP), dtype=torch.uint8),
+        }
     return image, target
 
 
@@ -97,19 +110,38 @@ class Samples(torch.utils.data.IterableDataset):
             k += nw
 
 
-def evaluate(model: mr.LoadedModel, n_images: int = 8, seed: int = 10_000_000, size: int = 512,
-             n_nuclei: int = 250) -> dict:
+def evaluate(
+    model: mr.LoadedModel,
+    n_images: int = 8,
+    seed: int = 10_000_000,
+    size: int = 512,
+    n_nuclei: int = 250,
+) -> dict:
     """Matched-IoU scores on fresh crowded images (never seen in training)."""
     scores = []
     for i in range(n_images):
-        img, truth = synthetic_nuclei((size, size), n_nuclei=n_nuclei, radius=(6, 12), touching=True,
-                                      seed=seed + i, background_gradient=0.3, noise=0.05)
+        img, truth = synthetic_nuclei(
+            (size, size),
+            n_nuclei=n_nuclei,
+            radius=(6, 12),
+            touching=True,
+            seed=seed + i,
+            background_gradient=0.3,
+            noise=0.05,
+        )
         res = mr.predict_instances(img, model, score_threshold=0.5)
         scores.append(match_instances(res.labels, truth, iou_threshold=0.5))
     tp, fp, fn = (sum(s[k] for s in scores) for k in ("tp", "fp", "fn"))
     return {
-        "images": n_images, "size": size, "n_nuclei_placed": n_nuclei, "iou_threshold": 0.5,
-        "tp": tp, "fp": fp, "fn": fn, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
+        "images": n_images,
+        "size": size,
+        "n_nuclei_placed": n_nuclei,
+        "iou_threshold": 0.5,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(tp + fn, 1),
         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
         "mean_matched_iou": float(np.mean([s["mean_iou"] for s in scores])),
     }
@@ -137,8 +169,11 @@ def main(argv=None) -> None:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loader = torch.utils.data.DataLoader(
-        Samples(args.seed * 1_000_003), batch_size=args.batch_size, num_workers=args.workers,
-        collate_fn=collate, persistent_workers=args.workers > 0,
+        Samples(args.seed * 1_000_003),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        collate_fn=collate,
+        persistent_workers=args.workers > 0,
         prefetch_factor=4 if args.workers else None,
     )
     budget = args.minutes * 60
@@ -163,28 +198,62 @@ def main(argv=None) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         if step % 50 == 0:
-            entry = {"step": step, "t": round(time.time() - t0, 1), "lr": lr, "loss": float(loss),
-                     **{k: round(float(v), 4) for k, v in losses.items()}}
+            entry = {
+                "step": step,
+                "t": round(time.time() - t0, 1),
+                "lr": lr,
+                "loss": float(loss),
+                **{k: round(float(v), 4) for k, v in losses.items()},
+            }
             log.append(entry)
             print(json.dumps(entry), flush=True)
         step += 1
     train_s = time.time() - t0
     model.eval()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"trained_by": "scripts/train_nuclei_maskrcnn.py", "steps": step, "batch_size": args.batch_size,
-             "train_seconds": round(train_s, 1), "crop": CROP, "device": str(device),
-             "data": "napari_segkit.datasets.synthetic_nuclei, radius 3.5..15 px, crowded, touching"}
-    mr.save_checkpoint(model, args.output, architecture=ARCH, class_names=CLASS_NAMES,
-                       normalisation=NORMALISATION, extra=extra, half=True)
+    extra = {
+        "trained_by": "scripts/train_nuclei_maskrcnn.py",
+        "steps": step,
+        "batch_size": args.batch_size,
+        "train_seconds": round(train_s, 1),
+        "crop": CROP,
+        "device": str(device),
+        "data": "napari_segkit.datasets.synthetic_nuclei, radius 3.5..15 px, crowded, touching",
+    }
+    mr.save_checkpoint(
+        model,
+        args.output,
+        architecture=ARCH,
+        class_names=CLASS_NAMES,
+        normalisation=NORMALISATION,
+        extra=extra,
+        half=True,
+    )
     # evaluate the saved file, as users will load it
     mr.clear_model_cache()
     loaded = mr.load_model(args.output, device)
     scores = evaluate(loaded, n_images=args.eval_images)
     extra["eval"] = scores
-    mr.save_checkpoint(loaded.module, args.output, architecture=ARCH, class_names=CLASS_NAMES,
-                       normalisation=NORMALISATION, extra=extra, half=True)
-    print(json.dumps({"steps": step, "train_seconds": round(train_s, 1), "eval": scores,
-                      "size_MB": round(args.output.stat().st_size / 1e6, 2)}), flush=True)
+    mr.save_checkpoint(
+        loaded.module,
+        args.output,
+        architecture=ARCH,
+        class_names=CLASS_NAMES,
+        normalisation=NORMALISATION,
+        extra=extra,
+        half=True,
+    )
+    print(
+        json.dumps(
+            {
+                "steps": step,
+                "train_seconds": round(train_s, 1),
+                "eval": scores,
+                "size_MB": round(args.output.stat().st_size / 1e6, 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

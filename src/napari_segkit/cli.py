@@ -43,8 +43,13 @@ def _weights(args: argparse.Namespace) -> int:
 def add_weights_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="pretrained weights in the torch hub cache")
     p.add_argument("action", choices=["download", "where"])
-    p.add_argument("architectures", nargs="+", choices=COCO, metavar="ARCH",
-                   help=f"one or more of {', '.join(COCO)}")
+    p.add_argument(
+        "architectures",
+        nargs="+",
+        choices=COCO,
+        metavar="ARCH",
+        help=f"one or more of {', '.join(COCO)}",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no download progress bar")
     p.set_defaults(func=_weights)
 
@@ -68,11 +73,20 @@ def _maskrcnn(args: argparse.Namespace) -> int:
     classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     try:
         res = mr.predict_instances(
-            image, args.model, score_threshold=args.score_threshold,
-            mask_threshold=args.mask_threshold, max_detections=args.max_detections,
-            classes=classes, device=args.device, half=not args.no_half, tile_size=args.tile_size,
-            tile_overlap=args.tile_overlap, batch_size=args.batch_size,
-            rgb=True if args.rgb else None, channel_axis=args.channel_axis, channel=args.channel,
+            image,
+            args.model,
+            score_threshold=args.score_threshold,
+            mask_threshold=args.mask_threshold,
+            max_detections=args.max_detections,
+            classes=classes,
+            device=args.device,
+            half=not args.no_half,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
+            batch_size=args.batch_size,
+            rgb=True if args.rgb else None,
+            channel_axis=args.channel_axis,
+            channel=args.channel,
         )
     except (ValueError, mr.WeightsUnavailableError) as err:
         print(f"segkit maskrcnn: {err}", file=sys.stderr)
@@ -84,8 +98,14 @@ def _maskrcnn(args: argparse.Namespace) -> int:
         import pandas as pd
 
         pd.DataFrame(res.table).to_csv(args.table, index=False)
-    print(f"{res.n_objects} object(s) -> {args.output}"
-          + (f"; {len(res.empty_labels)} lost every pixel to higher-scoring ones" if len(res.empty_labels) else ""))
+    print(
+        f"{res.n_objects} object(s) -> {args.output}"
+        + (
+            f"; {len(res.empty_labels)} lost every pixel to higher-scoring ones"
+            if len(res.empty_labels)
+            else ""
+        )
+    )
     if int(np.max(res.labels, initial=0)) == 0:
         print("no object found: try a lower --score-threshold or another --model", file=sys.stderr)
     return 0
@@ -95,13 +115,18 @@ def add_maskrcnn_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("maskrcnn", help="Mask R-CNN instance segmentation of an image file")
     p.add_argument("image", type=Path, help="input image (TIFF, PNG, ...)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output labels (TIFF)")
-    p.add_argument("--model", default="nuclei",
-                   help="nuclei (shipped), maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2, or a "
-                        "checkpoint file (.safetensors/.pt/.pth)")
+    p.add_argument(
+        "--model",
+        default="nuclei",
+        help="nuclei (shipped), maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2, or a "
+        "checkpoint file (.safetensors/.pt/.pth)",
+    )
     p.add_argument("--table", type=Path, help="write the per-object table (CSV)")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--mask-threshold", type=float, default=0.5)
-    p.add_argument("--max-detections", type=int, default=None, help="per tile (default: follows area)")
+    p.add_argument(
+        "--max-detections", type=int, default=None, help="per tile (default: follows area)"
+    )
     p.add_argument("--classes", default="", help="comma-separated class ids to keep")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--no-half", action="store_true", help="float32 on the GPU")
@@ -115,11 +140,16 @@ def add_maskrcnn_parser(sub: argparse._SubParsersAction) -> None:
 
 
 #: subcommand registrations, in the order shown by ``segkit --help``
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_maskrcnn_parser, add_weights_parser]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_maskrcnn_parser,
+    add_weights_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segkit", description="napari-segkit from the command line")
+    parser = argparse.ArgumentParser(
+        prog="segkit", description="napari-segkit from the command line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)

@@ -29,9 +29,7 @@ def test_paint_highest_score_wins_and_ids_follow_score():
     c[1:2, 1:2] = True  # entirely under a and b
     labels, order = paint_instances([a, b, c], np.array([0.5, 0.8, 0.1]), (4, 4))
     np.testing.assert_array_equal(order, [1, 0, 2])
-    expected = np.array(
-        [[2, 2, 2, 0], [2, 1, 1, 1], [2, 1, 1, 1], [0, 1, 1, 1]], dtype=np.int32
-    )
+    expected = np.array([[2, 2, 2, 0], [2, 1, 1, 1], [2, 1, 1, 1], [0, 1, 1, 1]], dtype=np.int32)
     np.testing.assert_array_equal(labels, expected)
     areas = instance_areas(labels, 3)
     np.testing.assert_array_equal(areas, [9, 5, 0])  # c is left with no pixel: reported as area 0
@@ -39,7 +37,9 @@ def test_paint_highest_score_wins_and_ids_follow_score():
 
 def test_paint_crops_with_offsets_are_clipped_at_the_edges():
     crop = np.ones((3, 3), bool)
-    labels, _ = paint_instances([crop, crop], np.array([0.9, 0.3]), (4, 4), offsets=[(-1, -1), (2, 2)])
+    labels, _ = paint_instances(
+        [crop, crop], np.array([0.9, 0.3]), (4, 4), offsets=[(-1, -1), (2, 2)]
+    )
     expected = np.zeros((4, 4), np.int32)
     expected[0:2, 0:2] = 1
     expected[2:4, 2:4] = 2
@@ -49,9 +49,19 @@ def test_paint_crops_with_offsets_are_clipped_at_the_edges():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"masks": [np.ones((2, 2), bool)], "scores": np.array([0.1, 0.2]), "shape": (2, 2)}, "scores"),
-        ({"masks": [np.ones((2, 2), bool)], "scores": np.array([0.1]), "shape": (2, 2),
-          "offsets": []}, "offsets"),
+        (
+            {"masks": [np.ones((2, 2), bool)], "scores": np.array([0.1, 0.2]), "shape": (2, 2)},
+            "scores",
+        ),
+        (
+            {
+                "masks": [np.ones((2, 2), bool)],
+                "scores": np.array([0.1]),
+                "shape": (2, 2),
+                "offsets": [],
+            },
+            "offsets",
+        ),
     ],
 )
 def test_paint_checks_its_inputs(kwargs, match):
@@ -88,8 +98,12 @@ def test_tile_plan_cores_partition_the_image(shape, tile, overlap):
 
 @pytest.mark.parametrize(
     ("shape", "tile", "overlap", "match"),
-    [((10,), 64, 8, "shape"), ((100, 100), 16, 4, "tile_size"), ((100, 100), 64, 32, "overlap"),
-     ((100, 100), 64, -1, "overlap")],
+    [
+        ((10,), 64, 8, "shape"),
+        ((100, 100), 16, 4, "tile_size"),
+        ((100, 100), 64, 32, "overlap"),
+        ((100, 100), 64, -1, "overlap"),
+    ],
 )
 def test_tile_plan_checks_its_inputs(shape, tile, overlap, match):
     with pytest.raises(ValueError, match=match):
@@ -103,8 +117,13 @@ def test_owned_by_core_uses_the_box_centre():
 
 def test_features_table_columns_and_checks():
     t = features_table(
-        np.array([1, 2]), np.array([1, 2]), ["bg", "a", "b"], np.array([0.9, 0.8]),
-        np.array([10, 0]), np.array([[1, 2, 3, 4], [5, 6, 7, 8]]), index=np.array([[0], [3]]),
+        np.array([1, 2]),
+        np.array([1, 2]),
+        ["bg", "a", "b"],
+        np.array([0.9, 0.8]),
+        np.array([10, 0]),
+        np.array([[1, 2, 3, 4], [5, 6, 7, 8]]),
+        index=np.array([[0], [3]]),
     )
     assert list(t) == ["axis0", *FEATURE_COLUMNS]
     assert t["class_name"].tolist() == ["a", "b"]
@@ -112,11 +131,23 @@ def test_features_table_columns_and_checks():
     np.testing.assert_array_equal(t["bbox_x1"], [3, 7])
     np.testing.assert_array_equal(t["axis0"], [0, 3])
     with pytest.raises(ValueError, match="class_ids"):
-        features_table(np.array([1]), np.array([5]), ["bg", "a"], np.array([0.5]), np.array([1]),
-                       np.zeros((1, 4)))
+        features_table(
+            np.array([1]),
+            np.array([5]),
+            ["bg", "a"],
+            np.array([0.5]),
+            np.array([1]),
+            np.zeros((1, 4)),
+        )
     with pytest.raises(ValueError, match="scores"):
-        features_table(np.array([1]), np.array([1]), ["bg", "a"], np.array([0.5, 0.1]),
-                       np.array([1]), np.zeros((1, 4)))
+        features_table(
+            np.array([1]),
+            np.array([1]),
+            ["bg", "a"],
+            np.array([0.5, 0.1]),
+            np.array([1]),
+            np.zeros((1, 4)),
+        )
 
 
 def test_match_instances_exact_counts():

@@ -55,8 +55,9 @@ def test_shipped_model_metadata(model):
 
 
 def test_detects_nuclei_on_a_fresh_image(model):
-    img, truth = synthetic_nuclei((256, 256), n_nuclei=60, radius=(6, 12), seed=2024,
-                                  background_gradient=0.2)
+    img, truth = synthetic_nuclei(
+        (256, 256), n_nuclei=60, radius=(6, 12), seed=2024, background_gradient=0.2
+    )
     res = mr.predict_instances(img, model)
     score = match_instances(res.labels, truth, iou_threshold=0.5)
     assert score["f1"] >= 0.9, score
@@ -158,7 +159,9 @@ def test_tiling_merges_objects_on_tile_borders(model):
         assert iou >= 0.6, (i, iou)  # not cut in two at the border
         others = counts[ids != best]
         assert (others < 0.2 * gt.sum()).all(), (i, ids, counts)  # not duplicated
-    np.testing.assert_array_equal(np.unique(tiled.table["label"]), np.arange(1, tiled.n_objects + 1))
+    np.testing.assert_array_equal(
+        np.unique(tiled.table["label"]), np.arange(1, tiled.n_objects + 1)
+    )
 
 
 def test_stack_ids_are_unique_and_planes_match_single_runs(model):
@@ -215,9 +218,14 @@ def test_class_filter_progress_and_cancel(model):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"score_threshold": 1.5}, "score_threshold"), ({"mask_threshold": -0.1}, "mask_threshold"),
-     ({"max_detections": 0}, "max_detections"), ({"batch_size": 0}, "batch_size"),
-     ({"tile_size": 8}, "tile_size"), ({"device": "tpu"}, "device")],
+    [
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"mask_threshold": -0.1}, "mask_threshold"),
+        ({"max_detections": 0}, "max_detections"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"tile_size": 8}, "tile_size"),
+        ({"device": "tpu"}, "device"),
+    ],
 )
 def test_bad_arguments_name_themselves(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -238,11 +246,21 @@ def test_checkpoint_round_trips(model, tmp_path):
     img, _ = synthetic_nuclei((128, 128), n_nuclei=12, seed=9)
     ref = mr.predict_instances(img, model).labels
     st = model.module.state_dict()
-    safe = mr.save_checkpoint(model.module, tmp_path / "m.safetensors", architecture=model.architecture,
-                              class_names=["background", "nucleus"], normalisation=model.normalisation)
+    safe = mr.save_checkpoint(
+        model.module,
+        tmp_path / "m.safetensors",
+        architecture=model.architecture,
+        class_names=["background", "nucleus"],
+        normalisation=model.normalisation,
+    )
     wrapped = tmp_path / "m.pt"
-    torch.save({"state_dict": st, "metadata": {"class_names": ["nucleus"],
-                                               "normalisation": model.normalisation}}, wrapped)
+    torch.save(
+        {
+            "state_dict": st,
+            "metadata": {"class_names": ["nucleus"], "normalisation": model.normalisation},
+        },
+        wrapped,
+    )
     plain = tmp_path / "plain.pth"
     torch.save({f"model.{k}": v for k, v in st.items()}, plain)  # a Lightning-style prefix
     for path in (safe, wrapped, plain):

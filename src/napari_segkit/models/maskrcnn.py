@@ -75,6 +75,18 @@ class LoadedModel:
         return len(self.class_names)
 
 
+def import_torch() -> None:
+    """Import torch and torchvision now (call it on the main thread).
+
+    Their first import from a worker thread can crash the process (native libraries that torch
+    pulls in, such as triton's, initialise badly off the main thread), so GUIs import them on the
+    GUI thread before starting a worker.
+    """
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+    import torchvision.models.detection  # noqa: F401
+
+
 # --------------------------------------------------------------------------------------------
 # architectures
 

@@ -6,6 +6,8 @@ torch is imported only when Run (or Download weights) is pressed, inside
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,12 @@ class MaskRCNNWidget(SegmentWidget):
         )
         self.download = PushButton(text="Download weights")
         self.download.tooltip = "Fetch the COCO weights into the torch hub cache (needs internet)"
-        self.score_threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05, value=0.5)
-        self.mask_threshold = FloatSpinBox(label="mask threshold", min=0.0, max=1.0, step=0.05, value=0.5)
+        self.score_threshold = FloatSpinBox(
+            label="score threshold", min=0.0, max=1.0, step=0.05, value=0.5
+        )
+        self.mask_threshold = FloatSpinBox(
+            label="mask threshold", min=0.0, max=1.0, step=0.05, value=0.5
+        )
         self.max_detections = SpinBox(label="max detections", min=0, max=10**6, value=0)
         self.max_detections.tooltip = "Per tile; 0 follows the tile area (1024 for 1024 x 1024)"
         self.classes = LineEdit(label="classes", value="")
@@ -86,9 +92,18 @@ class MaskRCNNWidget(SegmentWidget):
         self.download.changed.connect(self.download_weights)
         self._update_model_widgets()
         return [
-            self.model, self.checkpoint, self.download, self.score_threshold, self.mask_threshold,
-            self.max_detections, self.classes, self.device, self.half, self.tile_size,
-            self.tile_overlap, self.boxes,
+            self.model,
+            self.checkpoint,
+            self.download,
+            self.score_threshold,
+            self.mask_threshold,
+            self.max_detections,
+            self.classes,
+            self.device,
+            self.half,
+            self.tile_size,
+            self.tile_overlap,
+            self.boxes,
         ]
 
     def _update_model_widgets(self, *_args) -> None:
@@ -130,8 +145,14 @@ class MaskRCNNWidget(SegmentWidget):
         model = mr.load_model(params.pop("model"), params.pop("device"))
         classes = parse_classes(params.pop("classes"), model.class_names)
         res = mr.predict_instances(
-            inp.data, model, rgb=inp.rgb, channel_axis=inp.channel_axis, channel=inp.channel,
-            classes=classes, progress=progress, **params,
+            inp.data,
+            model,
+            rgb=inp.rgb,
+            channel_axis=inp.channel_axis,
+            channel=inp.channel,
+            classes=classes,
+            progress=progress,
+            **params,
         )
         features = pd.DataFrame(res.table)
         extra = [boxes_layer(res.table)] if add_boxes and res.n_objects else []
@@ -143,9 +164,16 @@ class MaskRCNNWidget(SegmentWidget):
                 f"{len(res.empty_labels)} detection(s) lost every pixel to higher-scoring ones "
                 f"(labels {shown}{more}); they stay in the table with area 0"
             )
-        result = SegmentationResult(res.labels, features=features, extra_layers=extra, message=message)
+        result = SegmentationResult(
+            res.labels, features=features, extra_layers=extra, message=message
+        )
         result.n_ids = int(res.n_objects)  # the highest ID handed out, pixels or not
         return result
+
+    def run(self, *, blocking: bool = False):
+        """As :meth:`SegmentWidget.run`; torch is imported here, on the GUI thread, first."""
+        _import_torch()
+        return super().run(blocking=blocking)
 
     def _publish(self, inp: ImageInput, params: dict, result: SegmentationResult):
         layer = super()._publish(inp, params, result)
@@ -175,6 +203,7 @@ class MaskRCNNWidget(SegmentWidget):
             self.status.value = "weights not available (see notification)"
             show_error(str(err))
 
+        _import_torch()
         if blocking:
             try:
                 done(fetch())
@@ -190,11 +219,33 @@ class MaskRCNNWidget(SegmentWidget):
         return worker
 
 
+def _import_torch() -> None:
+    """Import torch on the GUI thread, without triton, before the first worker needs it.
+
+    torchvision imports ``torch._dynamo``, which imports triton when it is installed; triton's own
+    LLVM crashes the process (segfault) when it is loaded after an OpenGL context that runs on
+    Mesa's LLVM (llvmpipe, radeonsi), as napari's canvas may. triton only serves torch.compile,
+    which this plugin does not use, so inside napari it is hidden from torch (an ``import triton``
+    then raises ImportError instead of crashing). Set ``NAPARI_SEGKIT_ALLOW_TRITON=1`` to keep it.
+    """
+    if "triton" not in sys.modules and not os.environ.get("NAPARI_SEGKIT_ALLOW_TRITON"):
+        sys.modules["triton"] = None  # type: ignore[assignment]
+    from ..models.maskrcnn import import_torch
+
+    import_torch()
+
+
 def boxes_layer(table: dict) -> tuple:
     """A napari Shapes layer-data tuple of the detection boxes, with class and score as text."""
     lead = sorted(k for k in table if k.startswith("axis"))
-    y0, x0, y1, x1 = (np.asarray(table[k], float) for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"))
-    index = np.stack([np.asarray(table[k], float) for k in lead], axis=1) if lead else np.zeros((len(y0), 0))
+    y0, x0, y1, x1 = (
+        np.asarray(table[k], float) for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
+    )
+    index = (
+        np.stack([np.asarray(table[k], float) for k in lead], axis=1)
+        if lead
+        else np.zeros((len(y0), 0))
+    )
     corners = []
     for i in range(len(y0)):
         pts = np.array([[y0[i], x0[i]], [y0[i], x1[i]], [y1[i], x1[i]], [y1[i], x0[i]]])
@@ -207,6 +258,11 @@ def boxes_layer(table: dict) -> tuple:
         "face_color": "transparent",
         "edge_width": 1,
         "features": features,
-        "text": {"string": "{class_name} {score:.2f}", "size": 8, "color": "yellow", "anchor": "upper_left"},
+        "text": {
+            "string": "{class_name} {score:.2f}",
+            "size": 8,
+            "color": "yellow",
+            "anchor": "upper_left",
+        },
     }
     return corners, kwargs, "shapes"

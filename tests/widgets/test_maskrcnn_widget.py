@@ -1,0 +1,104 @@
+"""Mask R-CNN widget in a real napari viewer, docked through the manifest (CPU, shipped model)."""
+
+import re
+import urllib.error
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_segkit.algorithms.instances import match_instances  # noqa: E402
+from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
+from napari_segkit.widgets._output import KEY  # noqa: E402
+from napari_segkit.widgets.maskrcnn import parse_classes  # noqa: E402
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(old)
+
+
+def dock(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "Mask R-CNN")
+    widget.device.value = "cpu"
+    return widget
+
+
+def test_run_in_a_worker_gives_labels_features_and_boxes(viewer, qtbot):
+    img, truth = synthetic_nuclei((192, 192), n_nuclei=30, seed=123)
+    viewer.add_image(img, name="nuclei", scale=(0.5, 0.5))
+    widget = dock(viewer)
+    widget.boxes.value = True
+    widget.call_button.clicked.emit()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    out = viewer.layers["nuclei Mask R-CNN"]
+    assert out._type_string == "labels"
+    np.testing.assert_array_equal(out.scale, (0.5, 0.5))
+    assert match_instances(out.data, truth)["f1"] >= 0.9
+    feats = out.features
+    n = len(feats)
+    assert n == out.data.max() and list(feats["label"]) == list(range(1, n + 1))
+    assert {"class_id", "class_name", "score", "area", "bbox_y0", "bbox_x1"} <= set(feats.columns)
+    assert (feats["class_name"] == "nucleus").all()
+    assert out.selected_label == n + 1  # a hand-painted object gets a new ID
+    meta = out.metadata[KEY]
+    assert meta["method"] == "Mask R-CNN" and meta["params"]["model"] == "nuclei"
+    boxes = viewer.layers["nuclei Mask R-CNN boxes"]
+    assert boxes._type_string == "shapes" and len(boxes.data) == n
+    assert re.fullmatch(r"nucleus [01]\.\d\d", str(boxes.text.values[0]))
+
+
+def test_stack_gets_unique_ids(viewer):
+    stack = np.stack([synthetic_nuclei((128, 128), n_nuclei=12, seed=s)[0] for s in (1, 2)])
+    viewer.add_image(stack, name="stack")
+    widget = dock(viewer)
+    out = widget.run(blocking=True)
+    ids0 = set(np.unique(out.data[0])) - {0}
+    ids1 = set(np.unique(out.data[1])) - {0}
+    assert ids0 and ids1 and not ids0 & ids1
+    assert set(out.features["axis0"]) == {0, 1}
+
+
+def test_checkpoint_choice_without_a_file_is_a_message(viewer):
+    viewer.add_image(np.zeros((64, 64), np.uint16), name="blank")
+    widget = dock(viewer)
+    widget.model.value = "file"
+    assert not widget.checkpoint.native.isHidden()
+    assert widget.run(blocking=True) is None
+    assert "choose a checkpoint file" in widget.status.value
+    widget.model.value = "nuclei"  # still usable
+    assert widget.run(blocking=True) is not None
+
+
+def test_offline_coco_model_tells_the_user_what_to_do(viewer, hub, monkeypatch):
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="img")
+    widget = dock(viewer)
+    widget.model.value = "maskrcnn_resnet50_fpn"
+    assert not widget.download.native.isHidden()
+    assert widget.run(blocking=True) is None
+    assert "segkit weights download maskrcnn_resnet50_fpn" in widget.status.value
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    widget.download_weights(blocking=True)
+    assert widget.status.value.startswith("weights not available")
+
+
+def test_parse_classes():
+    assert parse_classes("") is None
+    assert parse_classes("2, 5") == [2, 5]
+    assert parse_classes("cat, 1", ["bg", "person", "cat"]) == [2, 1]
+    with pytest.raises(ValueError, match="dog"):
+        parse_classes("dog", ["bg", "cat"])
