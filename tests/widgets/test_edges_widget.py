@@ -1,27 +1,18 @@
 """Edges widget in a real napari viewer, docked through the manifest."""
 
 import numpy as np
-import pytest
 from skimage import data, draw
 
 from napari_segkit.algorithms.edges import edge_segment, edge_segment_with_map
 from napari_segkit.widgets._output import KEY
 
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+WIDGET = "Edges"
 
 
-def dock(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "Edges")
-    return widget
-
-
-def test_button_runs_in_a_worker_labels_and_edge_map(viewer, qtbot):
+def test_button_runs_in_a_worker_labels_and_edge_map(viewer, dock, qtbot):
     coins = data.coins()
     viewer.add_image(coins, name="coins", scale=(2, 3))
-    widget = dock(viewer)
+    widget = dock()
     assert widget.image.value is viewer.layers["coins"]
     widget.call_button.clicked.emit()
     assert widget.running
@@ -40,13 +31,13 @@ def test_button_runs_in_a_worker_labels_and_edge_map(viewer, qtbot):
     np.testing.assert_array_equal(edges.scale, (2, 3))
 
 
-def test_watershed_from_the_widget_splits_touching_disks(viewer):
+def test_watershed_from_the_widget_splits_touching_disks(viewer, dock):
     img = np.zeros((80, 120), np.uint8)
     for cy, cx in [(40, 35), (40, 63)]:
         rr, cc = draw.disk((cy, cx), 15, shape=img.shape)
         img[rr, cc] = 200
     viewer.add_image(img, name="disks")
-    widget = dock(viewer)
+    widget = dock()
     widget.show_edges.value = False
     assert widget.run(blocking=True).data.max() == 1  # fill: one contour around both
     widget.region_mode.value = "watershed"
@@ -58,12 +49,12 @@ def test_watershed_from_the_widget_splits_touching_disks(viewer):
     assert layer.metadata[KEY]["params"]["markers"] == "threshold"
 
 
-def test_stack_slice_by_slice_and_3d(viewer):
+def test_stack_slice_by_slice_and_3d(viewer, dock):
     vol = np.zeros((10, 40, 40), np.float32)
     zz, yy, xx = np.ogrid[:10, :40, :40]
     vol[(zz - 5) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 16] = 1
     viewer.add_image(vol, name="vol")
-    widget = dock(viewer)
+    widget = dock()
     widget.filter.value = "sobel"
     widget.stack.value = 3
     layer = widget.run(blocking=True)
@@ -74,12 +65,8 @@ def test_stack_slice_by_slice_and_3d(viewer):
     assert layer.data.max() > 1  # one ID per slice
 
 
-def test_bad_input_is_a_notification_not_a_crash(viewer, qtbot, monkeypatch):
-    import napari_segkit.widgets._base as base
-
-    errors = []
-    monkeypatch.setattr(base, "show_error", errors.append)
-    widget = dock(viewer)
+def test_bad_input_is_a_notification_not_a_crash(viewer, dock, qtbot, errors):
+    widget = dock()
     assert widget.run(blocking=True) is None
     assert "No image layer" in errors[-1]
     viewer.add_image(np.full((16, 16), np.nan, np.float32), name="nan")

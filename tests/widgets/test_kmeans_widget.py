@@ -1,30 +1,21 @@
 """K-means widget in a real napari viewer, docked through the manifest."""
 
 import numpy as np
-import pytest
 from skimage import data
 
 from napari_segkit.algorithms.kmeans import kmeans_segment
 from napari_segkit.widgets._output import KEY
 
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+WIDGET = "K-means"
 
 
-def dock(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "K-means")
-    return widget
-
-
-def test_button_runs_in_a_worker_and_orders_labels(viewer, qtbot):
+def test_button_runs_in_a_worker_and_orders_labels(viewer, dock, qtbot):
     img = np.zeros((40, 40), np.uint8)
     img[:, :15] = 200
     img[:, 15:30] = 30
     img[:, 30:] = 120
     viewer.add_image(img, name="bands", scale=(2, 3))
-    widget = dock(viewer)
+    widget = dock()
     assert widget.image.value is viewer.layers["bands"]
     widget.k.value = 3
     widget.call_button.clicked.emit()
@@ -37,10 +28,10 @@ def test_button_runs_in_a_worker_and_orders_labels(viewer, qtbot):
     assert meta["method"] == "kmeans" and meta["params"]["k"] == 3
 
 
-def test_rgb_labels_and_cluster_colour_layer(viewer):
+def test_rgb_labels_and_cluster_colour_layer(viewer, dock):
     astro = data.astronaut()[::4, ::4]
     viewer.add_image(astro, name="astro", rgb=True)
-    widget = dock(viewer)
+    widget = dock()
     widget.k.value = 4
     widget.seed.value = 2
     widget.show_colours.value = True
@@ -58,12 +49,12 @@ def test_rgb_labels_and_cluster_colour_layer(viewer):
     np.testing.assert_array_equal(again.data, expected)
 
 
-def test_multichannel_stack_uses_all_channels(viewer):
+def test_multichannel_stack_uses_all_channels(viewer, dock):
     stack = np.zeros((2, 3, 16, 16), np.uint16)  # (channel, z, y, x)
     stack[0, :, :, 8:] = 1000
     stack[1, :, 8:, :] = 50
     viewer.add_image(stack, name="mc")
-    widget = dock(viewer)
+    widget = dock()
     widget.channel_axis.value = 0
     widget.k.value = 4
     widget.show_colours.value = True
@@ -74,13 +65,11 @@ def test_multichannel_stack_uses_all_channels(viewer):
     assert viewer.layers["mc kmeans cluster colours"].data.shape == (3, 16, 16)
 
 
-def test_bad_input_is_a_notification_not_a_crash(viewer, monkeypatch):
+def test_bad_input_is_a_notification_not_a_crash(viewer, dock, errors):
     img = np.zeros((10, 10), np.uint8)
     img[:5] = 255
     viewer.add_image(img, name="two")
-    widget = dock(viewer)
-    errors = []
-    monkeypatch.setattr("napari_segkit.widgets._base.show_error", errors.append)
+    widget = dock()
     widget.k.value = 5
     assert widget.run(blocking=True) is None
     assert errors and "distinct colour" in errors[0]

@@ -8,10 +8,7 @@ from skimage import data
 from napari_segkit.algorithms.threshold import threshold_segment
 from napari_segkit.widgets._output import KEY
 
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+WIDGET = "Threshold"
 
 
 def shown(widget) -> bool:
@@ -19,14 +16,9 @@ def shown(widget) -> bool:
     return not widget.native.isHidden()
 
 
-def dock(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "Threshold")
-    return widget
-
-
-def test_button_runs_in_a_worker_and_writes_labels(viewer, qtbot):
+def test_button_runs_in_a_worker_and_writes_labels(viewer, dock, qtbot):
     viewer.add_image(data.coins(), name="coins", scale=(2, 3), translate=(5, 7))
-    widget = dock(viewer)
+    widget = dock()
     assert widget.image.value is viewer.layers["coins"]
     widget.call_button.clicked.emit()
     assert widget.running  # off the GUI thread
@@ -42,9 +34,9 @@ def test_button_runs_in_a_worker_and_writes_labels(viewer, qtbot):
     assert meta["version"]
 
 
-def test_rerun_updates_own_layer_but_never_an_edited_one(viewer):
+def test_rerun_updates_own_layer_but_never_an_edited_one(viewer, dock):
     viewer.add_image(data.coins(), name="coins")
-    widget = dock(viewer)
+    widget = dock()
     first = widget.run(blocking=True)
     widget.min_size.value = 100
     second = widget.run(blocking=True)
@@ -65,17 +57,17 @@ def test_rerun_updates_own_layer_but_never_an_edited_one(viewer):
     assert fourth is third and len(viewer.layers) == 3
 
 
-def test_never_writes_into_a_layer_it_did_not_create(viewer):
+def test_never_writes_into_a_layer_it_did_not_create(viewer, dock):
     viewer.add_image(data.coins(), name="coins")
     mine = viewer.add_labels(np.zeros(data.coins().shape, np.int32), name="coins threshold")
-    widget = dock(viewer)
+    widget = dock()
     out = widget.run(blocking=True)
     assert out is not mine and mine.data.max() == 0
 
 
-def test_rgb_3d_and_multichannel_images(viewer):
+def test_rgb_3d_and_multichannel_images(viewer, dock):
     viewer.add_image(data.astronaut(), name="astro", rgb=True)
-    widget = dock(viewer)
+    widget = dock()
     widget.image.value = viewer.layers["astro"]
     assert not shown(widget.channel_axis) and not shown(widget.stack)  # RGB 2D: nothing to pick
     out = widget.run(blocking=True)
@@ -106,11 +98,11 @@ def test_rgb_3d_and_multichannel_images(viewer):
     np.testing.assert_array_equal(out.scale, (0.5, 0.5))  # channel axis dropped
 
 
-def test_dask_and_multiscale_layers(viewer):
+def test_dask_and_multiscale_layers(viewer, dock):
     img = data.coins()
     viewer.add_image(da.from_array(img, chunks=64), name="lazy")
     viewer.add_image([img, img[::2, ::2]], name="pyramid", multiscale=True)
-    widget = dock(viewer)
+    widget = dock()
     expected = threshold_segment(img, min_size=20, fill_holes=True)
     for name in ("lazy", "pyramid"):
         widget.image.value = viewer.layers[name]
@@ -119,9 +111,9 @@ def test_dask_and_multiscale_layers(viewer):
 
 
 @pytest.mark.parametrize("method", ["manual", "cut_points", "multiotsu", "local", "li"])
-def test_every_method_from_the_widget(viewer, method):
+def test_every_method_from_the_widget(viewer, dock, method):
     viewer.add_image(data.coins(), name="coins")
-    widget = dock(viewer)
+    widget = dock()
     widget.threshold_method.value = method
     widget.output.value = "classes"
     out = widget.run(blocking=True)
@@ -129,12 +121,8 @@ def test_every_method_from_the_widget(viewer, method):
     assert out.metadata[KEY]["params"]["method"] == method
 
 
-def test_bad_input_is_a_notification_not_a_crash(viewer, qtbot, monkeypatch):
-    import napari_segkit.widgets._base as base
-
-    errors = []
-    monkeypatch.setattr(base, "show_error", errors.append)
-    widget = dock(viewer)
+def test_bad_input_is_a_notification_not_a_crash(viewer, dock, qtbot, errors):
+    widget = dock()
     assert widget.run(blocking=True) is None  # no image at all
     assert "No image layer" in errors[-1]
 
@@ -154,13 +142,13 @@ def test_bad_input_is_a_notification_not_a_crash(viewer, qtbot, monkeypatch):
     assert widget.run(blocking=True) is not None  # the widget stays usable
 
 
-def test_cancel_stops_a_stack(viewer, qtbot, monkeypatch):
+def test_cancel_stops_a_stack(viewer, dock, qtbot, monkeypatch):
     import napari_segkit.widgets._base as base
 
     infos = []
     monkeypatch.setattr(base, "show_info", infos.append)
     viewer.add_image(np.random.default_rng(0).random((400, 64, 64)), name="stack")
-    widget = dock(viewer)
+    widget = dock()
     widget.threshold_method.value = "local"
     widget.cancel()  # no-op when idle
     widget.call_button.clicked.emit()
