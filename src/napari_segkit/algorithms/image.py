@@ -17,8 +17,9 @@ import numpy as np
 #: (for instance :class:`Cancelled`) to stop the work.
 ProgressCallback = Callable[[int, int], None]
 
-# ITU-R BT.709 luma, as skimage.color.rgb2gray.
-_LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+
+#: Luminance weights of R, G, B (ITU-R BT.709, as skimage.color.rgb2gray); public for reuse.
+LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 
 
 class Cancelled(Exception):
@@ -144,9 +145,9 @@ def to_grey(
 
 
 def _luminance(chans: Any) -> Any:
-    out = chans[..., 0].astype(np.float32) * _LUMA[0]
-    out += chans[..., 1].astype(np.float32) * _LUMA[1]
-    out += chans[..., 2].astype(np.float32) * _LUMA[2]
+    out = chans[..., 0].astype(np.float32) * LUMA[0]
+    out += chans[..., 1].astype(np.float32) * LUMA[1]
+    out += chans[..., 2].astype(np.float32) * LUMA[2]
     return out
 
 

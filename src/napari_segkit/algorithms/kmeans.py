@@ -43,7 +43,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .image import (
-    _LUMA,
+    LUMA,
     ProgressCallback,
     check_memory,
     guess_rgb,
@@ -179,7 +179,7 @@ def _robust_scale(values: np.ndarray, joint: bool) -> tuple[np.ndarray, np.ndarr
 def _brightness(colours: np.ndarray, rgb: bool) -> np.ndarray:
     """The ordering key of each centre (rows of ``colours``, in scaled units)."""
     if rgb:
-        return colours[:, :3] @ _LUMA.astype(np.float64)
+        return colours[:, :3] @ LUMA.astype(np.float64)
     return colours.mean(axis=1)
 
 
