@@ -127,6 +127,7 @@ def main(argv=None) -> None:
     ap.add_argument("--models", default="nuclei,resnet50")
     ap.add_argument("--nuclei-weights", default="nuclei", help="shipped name or a checkpoint path")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", action="store_true", help="also time each stage of ours")
     args = ap.parse_args(argv)
 
     dev = mr.resolve_device(args.device)
@@ -186,6 +187,14 @@ def main(argv=None) -> None:
         t_ours, res = ours(model, stack, score, cap, args.batch_size, True, dev)
         peak = torch.cuda.max_memory_allocated(dev) if on_gpu else 0
         n_det = res.n_objects / len(stack)
+        stages = None
+        if args.profile:  # a separate run: the synchronisation between stages costs a little
+            mr.PROFILE = {}
+            t_prof, _ = ours(model, stack, score, cap, args.batch_size, True, dev)
+            stages = {k: round(1000 * v / len(stack), 2) for k, v in mr.PROFILE.items()}
+            stages["total_synchronised"] = round(1000 * t_prof / len(stack), 2)
+            mr.PROFILE = None
+            print(f"{name}: ms per image by stage: {stages}", flush=True)
         t_ours1, _ = ours(model, stack[: max(2, n_plain)], score, cap, 1, False, dev)
         pm = plain_model(model, args.size, score, plain_cap)
         plain_loop(pm, imgs[:1], dev)  # warm-up
@@ -216,6 +225,7 @@ def main(argv=None) -> None:
             "gpu_peak_over_input": round(peak / stack.nbytes, 1) if peak else None,
             "agreement_ours_vs_plain_f1": round(agree["f1"], 3),
             "ours_vs_truth_f1": None if fit is None else round(fit["f1"], 3),
+            "ours_ms_per_image_by_stage": stages,
         }
         results.append(row)
         print(json.dumps(row), flush=True)

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,23 @@ DEFAULT_NORMALISATION = {
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
 }
+
+
+#: Set to a dict to accumulate device-synchronised seconds per inference stage (benchmarks only;
+#: synchronising slows the run down a little).
+PROFILE: dict[str, float] | None = None
+
+
+def _tick(stage: str, t0: float, dev: Any) -> float:
+    if PROFILE is None:
+        return 0.0
+    if dev.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(dev)
+    now = time.perf_counter()
+    PROFILE[stage] = PROFILE.get(stage, 0.0) + now - t0
+    return now
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -739,6 +757,8 @@ def predict_instances(
     units = [(p, t) for p in range(len(planes)) for t in range(len(plan))]
     total = len(units)
     use_half = bool(half) and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same tile size
     params = dict(
         model=model.source,
         architecture=model.architecture,
@@ -773,6 +793,7 @@ def predict_instances(
         report(progress, 0, total)
         for start in range(0, total, int(batch_size)):
             batch = units[start : start + int(batch_size)]
+            t_prep = time.perf_counter()
             raws, los, scales = [], [], []
             for p, t in batch:
                 data, lo, scale = plane_data(p)
@@ -780,7 +801,9 @@ def predict_instances(
                 raws.append(data[tile.y0 : tile.y1, tile.x0 : tile.x1])
                 los.append(lo)
                 scales.append(scale)
+            _tick("cpu_prep", t_prep, dev)
             dets = _detect(model, raws, np.stack(los), np.stack(scales), use_half)
+            t_paste = time.perf_counter()
             finished = []
             for (p, t), d in zip(batch, dets, strict=True):
                 tile = plan[t]
@@ -828,6 +851,7 @@ def predict_instances(
                     empty,
                     model.class_names,
                 )
+            _tick("paste_table_download", t_paste, dev)
             report(progress, min(start + len(batch), total), total)
 
     if rows:
@@ -876,6 +900,7 @@ def _detect(
 
     dev = model.device
     module = model.module
+    t0 = time.perf_counter()
     h, w = raws[0].shape[:2]
     raw = np.stack(raws)  # (B, h, w, C)
     if raw.dtype.kind == "u" and raw.dtype.itemsize == 2:
@@ -903,10 +928,14 @@ def _detect(
         x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
     x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x.contiguous()
     images = ImageList(x, [(h, w)] * x.shape[0])
+    t0 = _tick("upload_normalise", t0, dev)
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_half):
         features = module.backbone(x)
+        t0 = _tick("backbone", t0, dev)
         proposals, _ = module.rpn(images, features)
+        t0 = _tick("rpn", t0, dev)
         dets, _ = module.roi_heads(features, proposals, images.image_sizes)
+        t0 = _tick("roi_heads", t0, dev)
     out = []
     for d in dets:
         out.append(
@@ -1062,22 +1091,18 @@ def paste_masks(
     hi = torch.minimum(hi, torch.tensor([w, h], device=dev, dtype=torch.float32))
     size = (hi - lo).clamp(min=0)
     size_np = size.cpu().numpy().astype(np.int64)  # (N, 2) as (w, h); the one sync of the paste
-    side = size_np.max(axis=1)
+    side = np.maximum(size_np.max(axis=1), 1)
     order = np.argsort(side, kind="stable")
+    cost_side = side[order].astype(np.float64) ** 2  # a window of side x side bounds each box
     fill = torch.iinfo(torch.int32).max
     out = torch.full((n * h * w + 1,), fill, dtype=torch.int32, device=dev)
     start = 0
     total = len(order)
     while start < total:
-        # grow the chunk while (count x largest window) stays within the budget
-        end = start + 1
-        mw, mh = size_np[order[start]]
-        while end < total:
-            cw, ch = np.maximum((mw, mh), size_np[order[end]])
-            if (end + 1 - start) * max(cw, 1) * max(ch, 1) > budget:
-                break
-            mw, mh = cw, ch
-            end += 1
+        # the longest run from start whose (count x largest window) stays within the budget
+        counts = np.arange(1, total - start + 1)
+        end = start + max(1, int(np.searchsorted(counts * cost_side[start:] > budget, True)))
+        mw, mh = size_np[order[start:end]].max(axis=0)
         if mw == 0 or mh == 0:
             start = end
             continue
