@@ -903,8 +903,9 @@ def _detect(
     t0 = time.perf_counter()
     h, w = raws[0].shape[:2]
     raw = np.stack(raws)  # (B, h, w, C)
-    if raw.dtype.kind == "u" and raw.dtype.itemsize == 2:
-        tensor = torch.from_numpy(raw.astype(np.int32, copy=False))  # torch has no uint16 math
+    uint16 = raw.dtype.kind == "u" and raw.dtype.itemsize == 2
+    if uint16:  # travel as int16 bits (half of int32), widened on the device
+        tensor = torch.from_numpy(np.ascontiguousarray(raw).view(np.int16))
     elif raw.dtype == bool:
         tensor = torch.from_numpy(raw.astype(np.uint8))
     else:
@@ -913,6 +914,8 @@ def _detect(
         tensor = tensor.pin_memory().to(dev, non_blocking=True)
     else:
         tensor = tensor.to(dev)
+    if uint16:
+        tensor = tensor.to(torch.int32) & 0xFFFF
     x = tensor.permute(0, 3, 1, 2).float()  # (B, C, h, w)
     mean = torch.tensor(model.normalisation["mean"], device=dev, dtype=torch.float32)
     std = torch.tensor(model.normalisation["std"], device=dev, dtype=torch.float32)
@@ -1129,8 +1132,10 @@ def paste_masks(
         inside_y = torch.arange(int(mh), device=dev)[None, :] < sz[:, 1:2]
         valid = (prob > mask_threshold) & inside_y[:, :, None] & inside_x[:, None, :]
         flat = (slots[idx][:, None, None] * h + ys.long()[:, :, None]) * w + xs.long()[:, None, :]
-        flat = torch.where(valid, flat, n * h * w)  # invalid samples go to the spare last cell
-        vals = ids[idx][:, None, None].expand_as(flat)
+        # samples outside their mask write the no-op value `fill` to their own pixel (clamped into
+        # the buffer): no atomics piling up on one address, and no sync to compact them away
+        flat = flat.clamp_(max=n * h * w)
+        vals = torch.where(valid, ids[idx][:, None, None], fill)
         out.scatter_reduce_(0, flat.reshape(-1), vals.reshape(-1), reduce="amin")
         start = end
     out = out[:-1]
