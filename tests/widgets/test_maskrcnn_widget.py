@@ -102,3 +102,15 @@ def test_parse_classes():
     assert parse_classes("cat, 1", ["bg", "person", "cat"]) == [2, 1]
     with pytest.raises(ValueError, match="dog"):
         parse_classes("dog", ["bg", "cat"])
+
+
+def test_cancel_stops_the_worker_and_adds_nothing(viewer, qtbot):
+    stack = np.stack([synthetic_nuclei((128, 128), n_nuclei=12, seed=s)[0] for s in range(12)])
+    viewer.add_image(stack, name="stack")
+    widget = dock(viewer)
+    widget.call_button.clicked.emit()
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    assert widget.status.value == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert widget.call_button.enabled  # usable again
