@@ -9,6 +9,9 @@ Examples::
     segkit weights download maskrcnn_resnet50_fpn     # on a machine that is online
     segkit weights where maskrcnn_resnet50_fpn        # where the file goes, and whether it is there
     segkit maskrcnn cells.tif -o cells_labels.tif --model nuclei --table cells.csv
+    segkit threshold coins.png -o coins_labels.tif --set method=otsu --set min_size=20
+    segkit edges coins.png -o coins_edges.tif --set region_mode=watershed
+    segkit kmeans photo.png -o photo_clusters.tif --set k=4
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -139,8 +143,88 @@ def add_maskrcnn_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_maskrcnn)
 
 
+#: the classic methods: subcommand -> (module in napari_segkit.algorithms, function, help)
+CLASSIC = {
+    "threshold": ("threshold", "threshold_segment", "threshold segmentation of an image file"),
+    "edges": ("edges", "edge_segment", "edge-detection segmentation of an image file"),
+    "kmeans": ("kmeans", "kmeans_segment", "k-means colour clustering of an image file"),
+}
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"min_size=20"`` -> ``("min_size", 20)``: numbers, true/false/none, or text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    raw = raw.strip()
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    if lowered == "none":
+        return key.strip(), None
+    for cast in (int, float):
+        try:
+            return key.strip(), cast(raw)
+        except ValueError:
+            pass
+    return key.strip(), raw
+
+
+def _classic(args: argparse.Namespace) -> int:
+    import importlib
+
+    import tifffile
+
+    module, func_name, _ = CLASSIC[args.command]
+    func = getattr(importlib.import_module(f"napari_segkit.algorithms.{module}"), func_name)
+    kwargs = dict(args.settings)
+    if args.rgb:
+        kwargs["rgb"] = True
+    if args.channel_axis is not None:
+        kwargs["channel_axis"] = args.channel_axis
+    if args.volume:
+        kwargs["spatial_ndim"] = 3
+    try:
+        labels = func(_read_image(args.image), **kwargs)
+    except TypeError as err:  # an unknown --set key
+        print(f"segkit {args.command}: {err} (see help({func_name}))", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"segkit {args.command}: {err}", file=sys.stderr)
+        return 2
+    tifffile.imwrite(args.output, labels, compression="zlib")
+    print(f"{int(labels.max(initial=0))} label(s), shape {labels.shape} -> {args.output}")
+    return 0
+
+
+def _add_classic_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    module, func_name, help_text = CLASSIC[name]
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text}. Any keyword of napari_segkit.algorithms.{module}.{func_name} "
+        "can be given with --set KEY=VALUE.",
+    )
+    p.add_argument("image", type=Path, help="input image (TIFF, PNG, ...)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output labels (TIFF)")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the method, e.g. method=otsu, min_size=20, k=4",
+    )
+    p.add_argument("--rgb", action="store_true", help="the last axis is RGB colour")
+    p.add_argument("--channel-axis", type=int, default=None)
+    p.add_argument("--volume", action="store_true", help="3D: process whole volumes")
+    p.set_defaults(func=_classic)
+
+
 #: subcommand registrations, in the order shown by ``segkit --help``
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    *(partial(_add_classic_parser, name=name) for name in CLASSIC),
     add_maskrcnn_parser,
     add_weights_parser,
 ]
