@@ -13,14 +13,6 @@ from napari_segkit.cli import main  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
 
 
-@pytest.fixture
-def hub(tmp_path):
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
-
-
 def test_maskrcnn_writes_labels_and_table(tmp_path, capsys):
     img, truth = synthetic_nuclei((160, 160), n_nuclei=20, seed=99)
     src, out, table = tmp_path / "in.tif", tmp_path / "out.tif", tmp_path / "t.csv"

@@ -27,15 +27,6 @@ def model():
     return mr.load_model("nuclei", "cpu")
 
 
-@pytest.fixture
-def hub(tmp_path):
-    """An empty torch hub cache for the test (no weights cached)."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
-
-
 def test_importing_the_package_does_not_import_torch():
     code = (
         "import sys, napari_segkit, napari_segkit.models, napari_segkit.models.maskrcnn, "

@@ -14,19 +14,6 @@ from napari_segkit.widgets._output import KEY  # noqa: E402
 from napari_segkit.widgets.maskrcnn import parse_classes  # noqa: E402
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def hub(tmp_path):
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
-
-
 def dock(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-segkit", "Mask R-CNN")
     widget.device.value = "cpu"
