@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
-import tracemalloc
 
 import numpy as np
+from _timing import best_of, peak_memory
 from scipy import ndimage as ndi
 from skimage import feature, filters, segmentation
 
@@ -27,23 +26,6 @@ from napari_segkit.algorithms.edges import (
 from napari_segkit.datasets import synthetic_nuclei
 
 L8 = np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], dtype=np.float32)
-
-
-def best(func, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def peak(func, nbytes):
-    tracemalloc.start()
-    func()
-    _, top = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return top / nbytes
 
 
 def main() -> None:
@@ -114,9 +96,9 @@ def main() -> None:
     print(f"input: {shape} uint16, {int(gt.max())} nuclei, {img.nbytes / 2**20:.0f} MiB")
     print(f"{'step':20s} {'ours s':>8s} {'bare s':>8s} {'ratio':>6s} {'peak/input':>10s}  baseline")
     for name, ours, bare, what in steps:
-        t_ours = best(ours, args.repeat)
-        t_bare = best(bare, args.repeat)
-        mem = peak(ours, img.nbytes)
+        t_ours = best_of(ours, args.repeat)
+        t_bare = best_of(bare, args.repeat)
+        mem = peak_memory(ours) / img.nbytes
         print(f"{name:20s} {t_ours:8.3f} {t_bare:8.3f} {t_ours / t_bare:6.2f} {mem:10.1f}  {what}")
     n_fill = int(edge_segment(img).max())
     n_ws = int(edge_segment(img, region_mode="watershed").max())

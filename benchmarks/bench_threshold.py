@@ -21,31 +21,13 @@ import argparse
 import os
 import platform
 import time
-import tracemalloc
 
 import numpy as np
+from _timing import best_of, peak_memory
 from skimage import filters, measure
 
 from napari_segkit.algorithms.threshold import threshold_segment
 from napari_segkit.datasets import synthetic_nuclei
-
-
-def best_of(func, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def peak_memory(func) -> int:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    func()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
 
 
 def hoisted_loop_seconds(image: np.ndarray, n_pixels: int) -> float:
