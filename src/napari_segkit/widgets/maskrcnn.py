@@ -79,7 +79,9 @@ class MaskRCNNWidget(SegmentWidget):
             label="mask threshold", min=0.0, max=1.0, step=0.05, value=0.5
         )
         self.max_detections = SpinBox(label="max detections", min=0, max=10**6, value=0)
-        self.max_detections.tooltip = "Per tile; auto (0) follows the tile area (1024 for 1024 x 1024)"
+        self.max_detections.tooltip = (
+            "Per tile; auto (0) follows the tile area (1024 for 1024 x 1024)"
+        )
         self.max_detections.native.setSpecialValueText("auto")  # what 0 means, shown in the box
         self.classes = LineEdit(label="classes", value="")
         self.classes.tooltip = "Keep only these class ids or names (comma-separated); empty: all"
