@@ -137,3 +137,20 @@ def test_apply_blockwise_can_be_cancelled():
 def test_apply_blockwise_rejects_bad_spatial_ndim():
     with pytest.raises(ValueError, match="spatial_ndim must be 2"):
         apply_blockwise(_components, np.ones((3, 4, 4)), spatial_ndim=4)
+
+
+def test_apply_blockwise_passes_each_block_its_index():
+    stack = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    seen = {}
+
+    def record(block, index):
+        seen[index] = block.copy()
+        return np.zeros(block.shape, np.int32)
+
+    apply_blockwise(record, stack, with_index=True)
+    assert sorted(seen) == [(i, j) for i in range(2) for j in range(3)]
+    for index, block in seen.items():
+        np.testing.assert_array_equal(block, stack[index])
+    seen.clear()
+    apply_blockwise(record, stack[0, 0], with_index=True)  # a single plane: index ()
+    assert list(seen) == [()]

@@ -541,10 +541,8 @@ def edge_segment_with_map(
         spatial_ndim = 2  # a single plane: nothing to do in 3D
     map_dtype = np.uint8 if (filter == "canny" and region_mode == "fill") else np.float32
     emap = np.empty(grey.shape, dtype=map_dtype)
-    # apply_blockwise visits the blocks in iter_blocks order: store each block's edge map there
-    block_index = iter(iter_blocks(tuple(grey.shape), spatial_ndim_for(grey.ndim, spatial_ndim)))
 
-    def one(block: np.ndarray) -> np.ndarray:
+    def one(block: np.ndarray, index: tuple) -> np.ndarray:
         labels, block_map = _segment_block(
             block,
             filter=filter,
@@ -562,11 +560,17 @@ def edge_segment_with_map(
             mode=mode,
             cval=cval,
         )
-        emap[next(block_index)] = block_map
+        emap[index] = block_map
         return labels
 
     labels = apply_blockwise(
-        one, grey, spatial_ndim=spatial_ndim, dtype=np.int32, unique_ids=True, progress=progress
+        one,
+        grey,
+        spatial_ndim=spatial_ndim,
+        dtype=np.int32,
+        unique_ids=True,
+        with_index=True,
+        progress=progress,
     )
     return labels, emap
 

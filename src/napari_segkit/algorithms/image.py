@@ -196,8 +196,7 @@ def spatial_ndim_for(ndim: int, spatial_ndim: int) -> int:
 
 def iter_blocks(shape: tuple[int, ...], spatial_ndim: int) -> Iterator[tuple[int, ...]]:
     """Yield the index of every plane (or volume) over the leading axes of ``shape``."""
-    lead = shape[: len(shape) - spatial_ndim]
-    yield from np.ndindex(*lead) if lead else iter([()])
+    yield from np.ndindex(*shape[: len(shape) - spatial_ndim])  # one () for a single block
 
 
 def check_memory(nbytes: int, what: str = "the result") -> None:
@@ -220,6 +219,7 @@ def apply_blockwise(
     spatial_ndim: int = 2,
     dtype: Any = np.int32,
     unique_ids: bool = False,
+    with_index: bool = False,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Apply ``func`` to every 2D plane or 3D volume of ``image`` and stack the results.
@@ -239,6 +239,9 @@ def apply_blockwise(
     unique_ids : bool
         Offset each block's labels past the previous blocks' largest label, so that an object ID is
         unique across the whole stack.
+    with_index : bool
+        Call ``func(block, index)`` with the block's index into ``image`` (from
+        :func:`iter_blocks`), for a func that also writes per-block results elsewhere.
     progress : callable, optional
         ``progress(done, total)`` after each block.
 
@@ -251,8 +254,9 @@ def apply_blockwise(
     spatial_ndim = spatial_ndim_for(image.ndim, spatial_ndim)
     check_memory(int(np.prod(image.shape)) * np.dtype(dtype).itemsize, "the labels")
     blocks = list(iter_blocks(tuple(image.shape), spatial_ndim))
+    call = func if with_index else (lambda block, _index: func(block))
     if len(blocks) == 1:  # a single plane/volume: no output copy
-        out = np.asarray(func(np.asarray(image)))
+        out = np.asarray(call(np.asarray(image), blocks[0]))
         out = out if out.dtype == dtype else out.astype(dtype)
         report(progress, 1, 1)
         return out
@@ -260,7 +264,7 @@ def apply_blockwise(
     offset = 0
     report(progress, 0, len(blocks))
     for i, idx in enumerate(blocks):
-        res = np.asarray(func(np.asarray(image[idx])))
+        res = np.asarray(call(np.asarray(image[idx]), idx))
         if unique_ids:
             top = int(res.max(initial=0))
             if offset:

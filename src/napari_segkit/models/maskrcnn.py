@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from ..algorithms import instances as inst
-from ..algorithms.image import ProgressCallback, check_image, check_memory, report, to_channels_last
+from ..algorithms.image import (
+    ProgressCallback,
+    check_image,
+    check_memory,
+    iter_blocks,
+    report,
+    to_channels_last,
+)
 
 #: The architectures this module builds.
 ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet10_fpn_small")
@@ -752,7 +759,7 @@ def predict_instances(
         None if classes is None else torch.tensor(sorted(int(c) for c in classes), device=dev)
     )
 
-    planes = list(np.ndindex(*lead)) if lead else [()]
+    planes = list(iter_blocks((*lead, ny, nx), 2))
     labels_out = np.zeros((*lead, ny, nx), dtype=np.int32)
     units = [(p, t) for p in range(len(planes)) for t in range(len(plan))]
     total = len(units)
