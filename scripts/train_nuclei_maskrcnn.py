@@ -220,29 +220,24 @@ def main(argv=None) -> None:
         "device": str(device),
         "data": "napari_segkit.datasets.synthetic_nuclei, radius 3.5..15 px, crowded, touching",
     }
-    mr.save_checkpoint(
-        model,
-        args.output,
-        architecture=ARCH,
-        class_names=CLASS_NAMES,
-        normalisation=NORMALISATION,
-        extra=extra,
-        half=True,
-    )
-    # evaluate the saved file, as users will load it
+    def save(module) -> None:
+        mr.save_checkpoint(
+            module,
+            args.output,
+            architecture=ARCH,
+            class_names=CLASS_NAMES,
+            normalisation=NORMALISATION,
+            extra=extra,
+            half=True,
+        )
+
+    save(model)
+    # evaluate the saved file, as users will load it, then record the scores in its metadata
     mr.clear_model_cache()
     loaded = mr.load_model(args.output, device)
     scores = evaluate(loaded, n_images=args.eval_images)
     extra["eval"] = scores
-    mr.save_checkpoint(
-        loaded.module,
-        args.output,
-        architecture=ARCH,
-        class_names=CLASS_NAMES,
-        normalisation=NORMALISATION,
-        extra=extra,
-        half=True,
-    )
+    save(loaded.module)
     print(
         json.dumps(
             {
