@@ -220,6 +220,7 @@ def main(argv=None) -> None:
         "device": str(device),
         "data": "napari_segkit.datasets.synthetic_nuclei, radius 3.5..15 px, crowded, touching",
     }
+
     def save(module) -> None:
         mr.save_checkpoint(
             module,
