@@ -188,6 +188,8 @@ def test_error_masks_hand_values_and_overlap():
     np.testing.assert_array_equal(e.labels, expected)
     np.testing.assert_array_equal(e.false_positives, np.where(pred == 11, 11, 0))
     np.testing.assert_array_equal(e.false_negatives, np.where(truth == 2, 2, 0))
+    np.testing.assert_array_equal(e.fp_mask, pred == 11)
+    np.testing.assert_array_equal(e.fn_mask, truth == 2)
     np.testing.assert_allclose(e.fp_centroids, [[4, 3.5]])
     np.testing.assert_allclose(e.fn_centroids, [[3.5, 1]])
     assert e.match.tp == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -134,9 +135,12 @@ class _Overlap:
     iou: np.ndarray
     pred_index: np.ndarray = field(repr=False)
     truth_index: np.ndarray = field(repr=False)
+    pred: np.ndarray = field(repr=False)
+    truth: np.ndarray = field(repr=False)
 
 
 def _overlap(pred: np.ndarray, truth: np.ndarray) -> _Overlap:
+    """Count the overlaps once; the scores below can all start from it (checked inputs)."""
     p_ids, p_idx, p_area = _compact(pred)
     t_ids, t_idx, t_area = _compact(truth)
     both = (p_idx > 0) & (t_idx > 0)
@@ -158,7 +162,7 @@ def _overlap(pred: np.ndarray, truth: np.ndarray) -> _Overlap:
     inter = inter.astype(np.int64)
     union = p_area[pi] + t_area[ti] - inter
     iou = inter / np.maximum(union, 1)
-    return _Overlap(p_ids, t_ids, p_area, t_area, pi, ti, inter, iou, p_idx, t_idx)
+    return _Overlap(p_ids, t_ids, p_area, t_area, pi, ti, inter, iou, p_idx, t_idx, pred, truth)
 
 
 def iou_matrix(
@@ -442,7 +446,10 @@ def instance_scores(
     thresholds = [_check_threshold(t, "thresholds") for t in np.atleast_1d(thresholds)]
     if not thresholds:
         raise ValueError("thresholds must hold at least one value; got none")
-    ov = _overlap(pred, truth)
+    return _instance_scores(_overlap(pred, truth), thresholds)
+
+
+def _instance_scores(ov: _Overlap, thresholds: Sequence[float]) -> InstanceScores:
     results = tuple(_match(ov, t) for t in thresholds)
     return InstanceScores(results=results, mean_ap=float(np.mean([r.ap for r in results])))
 
@@ -686,7 +693,10 @@ def panoptic_quality(
     pred, truth = _check_pair(pred, truth)
     if (pred_classes is None) != (truth_classes is None):
         raise ValueError("give both pred_classes and truth_classes, or neither")
-    ov = _overlap(pred, truth)
+    return _panoptic(_overlap(pred, truth), pred_classes, truth_classes)
+
+
+def _panoptic(ov: _Overlap, pred_classes: Any, truth_classes: Any) -> PanopticScores:
     ok = ov.iou > 0.5
     pi, ti, iou = ov.pi[ok], ov.ti[ok], ov.iou[ok]
     n_pred, n_true = len(ov.pred_ids), len(ov.truth_ids)
@@ -695,8 +705,8 @@ def panoptic_quality(
         pq, sq, rq = _pq_terms(float(iou.sum()), tp, n_pred - tp, n_true - tp)
         return PanopticScores(pq=pq, sq=sq, rq=rq, tp=tp, fp=n_pred - tp, fn=n_true - tp)
 
-    pc = _instance_classes(pred_classes, pred, ov.pred_ids, ov.pred_index, "pred_classes")
-    tc = _instance_classes(truth_classes, truth, ov.truth_ids, ov.truth_index, "truth_classes")
+    pc = _instance_classes(pred_classes, ov.pred, ov.pred_ids, ov.pred_index, "pred_classes")
+    tc = _instance_classes(truth_classes, ov.truth, ov.truth_ids, ov.truth_index, "truth_classes")
     same = pc[pi] == tc[ti]
     pi, ti, iou = pi[same], ti[same], iou[same]
     classes = np.unique(np.concatenate([pc, tc]))
@@ -737,16 +747,27 @@ class ErrorMasks:
     #: uint8 image: 1 = a false-positive object (predicted, unmatched), 2 = a false-negative
     #: object (true, missed); where the two overlap the false negative is shown
     labels: np.ndarray = field(repr=False)
-    #: ``pred`` with every matched object set to 0
-    false_positives: np.ndarray = field(repr=False)
-    #: ``truth`` with every matched object set to 0
-    false_negatives: np.ndarray = field(repr=False)
+    #: the pixels of the false positives (of ``pred``) and of the false negatives (of ``truth``)
+    fp_mask: np.ndarray = field(repr=False)
+    fn_mask: np.ndarray = field(repr=False)
     fp_ids: np.ndarray
     fn_ids: np.ndarray
     #: centroid (pixel coordinates, one column per axis) of each object in ``fp_ids``/``fn_ids``
     fp_centroids: np.ndarray
     fn_centroids: np.ndarray
     match: MatchResult = field(repr=False)
+    _pred: np.ndarray = field(repr=False, compare=False)
+    _truth: np.ndarray = field(repr=False, compare=False)
+
+    @cached_property
+    def false_positives(self) -> np.ndarray:
+        """``pred`` with every matched object set to 0 (computed on first use)."""
+        return np.where(self.fp_mask, self._pred, 0).astype(self._pred.dtype, copy=False)
+
+    @cached_property
+    def false_negatives(self) -> np.ndarray:
+        """``truth`` with every matched object set to 0 (computed on first use)."""
+        return np.where(self.fn_mask, self._truth, 0).astype(self._truth.dtype, copy=False)
 
 
 def _centroids(index: np.ndarray, mask: np.ndarray, objects: np.ndarray) -> np.ndarray:
@@ -778,8 +799,9 @@ def error_masks(pred: np.ndarray, truth: np.ndarray, *, iou_threshold: float = 0
     -------
     ErrorMasks
         ``labels`` (uint8: 0 matched or background, 1 false positive, 2 false negative; a false
-        negative is drawn over a false positive where they overlap), ``false_positives`` and
-        ``false_negatives`` (the unmatched objects with their own labels), ``fp_ids``,
+        negative is drawn over a false positive where they overlap), ``fp_mask`` and ``fn_mask``
+        (bool), ``false_positives`` and ``false_negatives`` (the unmatched objects with their own
+        labels, computed on first use), ``fp_ids``,
         ``fn_ids``, their centroids ``fp_centroids``, ``fn_centroids`` (one row per object,
         pixel coordinates) and the ``match`` itself.
 
@@ -795,7 +817,11 @@ def error_masks(pred: np.ndarray, truth: np.ndarray, *, iou_threshold: float = 0
     """
     pred, truth = _check_pair(pred, truth)
     threshold = _check_threshold(iou_threshold)
-    ov = _overlap(pred, truth)
+    return _error_masks(_overlap(pred, truth), threshold)
+
+
+def _error_masks(ov: _Overlap, threshold: float) -> ErrorMasks:
+    pred, truth = ov.pred, ov.truth
     match = _match(ov, threshold)
     p_matched = np.zeros(len(ov.pred_ids) + 1, bool)
     t_matched = np.zeros(len(ov.truth_ids) + 1, bool)
@@ -811,11 +837,13 @@ def error_masks(pred: np.ndarray, truth: np.ndarray, *, iou_threshold: float = 0
     labels[fn_px] = FALSE_NEGATIVE
     return ErrorMasks(
         labels=labels,
-        false_positives=np.where(fp_px, pred, 0).astype(pred.dtype),
-        false_negatives=np.where(fn_px, truth, 0).astype(truth.dtype),
+        fp_mask=fp_px,
+        fn_mask=fn_px,
         fp_ids=ov.pred_ids[fp_obj - 1],
         fn_ids=ov.truth_ids[fn_obj - 1],
         fp_centroids=_centroids(ov.pred_index, fp_px, fp_obj),
         fn_centroids=_centroids(ov.truth_index, fn_px, fn_obj),
         match=match,
+        _pred=pred,
+        _truth=truth,
     )
