@@ -180,3 +180,18 @@ def test_evaluate_and_csv_without_a_viewer():
     with pytest.raises(ValueError, match="mode must be"):
         evaluate(t, t, mode="nope")
     assert table_to_csv({"a": [float("nan"), 1], "b": ["x"]}) == "a,b\nnan,x\n1,\n"
+
+
+def test_works_with_the_viewer_proxy_that_plugins_get(viewer, truth, shown):
+    from napari.utils._proxies import PublicOnlyProxy
+
+    pred = truth.copy()
+    pred[pred == 1] = 0
+    viewer.add_labels(truth, name="truth")
+    viewer.add_labels(pred, name="pred", scale=(2, 2))
+    widget = EvaluateWidget(PublicOnlyProxy(viewer))
+    assert widget.prediction.value.name == "pred" and widget.truth.value.name == "truth"
+    report = widget.run(blocking=True)
+    assert not shown and report.table["fn"][0] == 1
+    assert widget.go_to_error() == 0
+    np.testing.assert_allclose(viewer.camera.center[-2:], (6.5 * 2, 7.5 * 2))
