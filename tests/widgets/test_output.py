@@ -50,3 +50,8 @@ def test_placement_drops_the_channel_axis():
     src = model.add_image(np.zeros((2, 5, 5)), scale=(1, 2, 3), translate=(0, 4, 5))
     assert placement(src, 0) == {"scale": [2, 3], "translate": [4, 5]}
     assert placement(src, None)["scale"] == [1, 2, 3]
+
+
+def test_checksum_of_empty_data():
+    assert checksum(np.zeros((0, 2))) == ((0, 2), "float64", 0)
+    assert checksum(np.zeros((0, 2))) != checksum(np.zeros((0, 3)))

@@ -276,6 +276,7 @@ def features_table(
     table["bbox_y1"] = boxes[:, 3]
     table["bbox_x1"] = boxes[:, 2]
     return table
+<<<<<<< HEAD
 
 
 def match_instances(pred: np.ndarray, truth: np.ndarray, *, iou_threshold: float = 0.5) -> dict:
@@ -358,3 +359,5 @@ def parse_classes(text: str, class_names: list[str] | None = None) -> list[int] 
         else:
             raise ValueError(f"class filter: {item!r} is neither a class id nor a class name")
     return out
+=======
+>>>>>>> metrics

@@ -43,7 +43,8 @@ def unwrap(obj: Any) -> Any:
 def checksum(data: Any) -> tuple:
     """A cheap fingerprint of an array's content, shape and dtype."""
     arr = np.ascontiguousarray(np.asarray(data))
-    return arr.shape, str(arr.dtype), zlib.crc32(memoryview(arr).cast("B"))
+    crc = zlib.crc32(memoryview(arr).cast("B")) if arr.size else 0  # (no cast of 0-size views)
+    return arr.shape, str(arr.dtype), crc
 
 
 def is_own_unedited(layer: Any) -> bool:
