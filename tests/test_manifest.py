@@ -42,7 +42,9 @@ def test_command_ids_follow_the_convention(manifest):
     for cmd in manifest.contributions.commands:
         assert cmd.id.startswith("napari-segkit.")
     widget_cmds = {w.command for w in manifest.contributions.widgets}
-    menu_cmds = {item.command for item in manifest.contributions.menus["napari/layers/segment"]}
+    menus = manifest.contributions.menus
+    menu_cmds = {item.command for item in menus["napari/layers/segment"]}
+    menu_cmds |= {item.command for item in menus.get("napari/layers/measure", [])}
     assert widget_cmds == menu_cmds
 
 
