@@ -9,7 +9,8 @@ objects back with :func:`instances_from_maps`:
 1. foreground = pixels where ``interior + boundary > foreground_threshold``;
 2. seeds = connected components of ``interior > seed_threshold`` and
    ``distance > distance_threshold`` (object cores, kept apart by the boundary class even where
-   two objects touch);
+   two objects touch), of at least ``min_size // 4`` pixels (specks of noise do not split an
+   object);
 3. the seeds flood the foreground down the distance map (a watershed on ``-distance``); a
    foreground component that holds no seed becomes one object;
 4. objects smaller than ``min_size`` pixels are removed and the IDs made consecutive (1..N).
@@ -124,6 +125,14 @@ def instances_from_maps(
         dist = _check_map(distance, "distance", interior.shape)
     seeds_mask = foreground & (interior > seed_threshold) & (dist > distance_threshold)
     markers, n_seeds = ndi.label(seeds_mask, structure)
+    min_seed = max(1, int(min_size) // 4)
+    if n_seeds and min_seed > 1:  # specks of noise in the maps would split objects
+        sizes = np.bincount(markers.ravel())
+        keep = sizes >= min_seed
+        keep[0] = False
+        lut = np.zeros(len(sizes), np.int32)
+        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        markers, n_seeds = lut[markers], int(keep.sum())
     if n_seeds:
         labels = watershed(-dist, markers, mask=foreground, connectivity=1)
     else:
