@@ -18,6 +18,17 @@ from napari_segkit.models import unet  # noqa: E402
 from napari_segkit.models.checkpoints import save_checkpoint  # noqa: E402
 from napari_segkit.models.normalize import normalize  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these tiny models run much faster than on 2 threads that other
+    processes compete for (a small CI machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 DIAMETER = 12.0  # the training nuclei: radius 4..8 px
 
 
@@ -56,23 +67,18 @@ def _train_tiny(steps=60, seed=0):
                 torch.tensor(np.array(ds)).float(),
             )
         )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # faster than 2 contended threads on a small CI machine
-    try:
-        torch.manual_seed(seed)
-        net = unet.build_unet(depth=2, width=8, norm="batch")
-        opt = torch.optim.Adam(net.parameters(), 1e-2)
-        weight = torch.tensor([1.0, 1.0, 2.0])
-        for step in range(steps):
-            x, c, d = batches[step % len(batches)]
-            y = net(x)
-            loss = torch.nn.functional.cross_entropy(y[:, :3], c, weight=weight)
-            loss = loss + 5 * ((y[:, 3] - d) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = unet.build_unet(depth=2, width=8, norm="batch")
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    weight = torch.tensor([1.0, 1.0, 2.0])
+    for step in range(steps):
+        x, c, d = batches[step % len(batches)]
+        y = net(x)
+        loss = torch.nn.functional.cross_entropy(y[:, :3], c, weight=weight)
+        loss = loss + 5 * ((y[:, 3] - d) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return net
 
 
