@@ -99,7 +99,7 @@ def blend_weights(
     Examples
     --------
     >>> w = blend_weights((8,), (0,), (12,), (3,))
-    >>> w.round(2).tolist()
+    >>> [round(float(v), 2) for v in w]
     [1.0, 1.0, 1.0, 1.0, 1.0, 0.85, 0.5, 0.15]
     """
     w = np.ones((), np.float32)
