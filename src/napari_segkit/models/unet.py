@@ -487,8 +487,10 @@ class UNetResult:
     and ``axis<k>`` for the leading axes of a stack); semantic output, one row per class
     (``label`` = ``class_id``, ``class_name``, ``area``). ``probabilities``: with
     ``return_probabilities``, float32 ``labels.shape + (len(probability_names),)``, channels
-    last. ``diameter``: the object diameter (pixels of the input image) the image was rescaled
-    for, None when not rescaled; ``scale``: the factor the network saw the image at.
+    last. ``diameter``: the object diameter in pixels of the input image that was used (given,
+    or estimated by the first pass; None if unknown: a model without ``object_diameter``, or no
+    object found); ``scale``: the factor the network saw the image at (1: native; the automatic
+    estimate snaps to 1 within 10 %).
     ``messages``: what was decided on the way (diameter estimated, scale clipped...).
     """
 
