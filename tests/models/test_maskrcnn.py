@@ -35,6 +35,8 @@ def test_importing_the_package_does_not_import_torch():
         "napari_segkit.models.devices, napari_segkit.models.weights, "
         "napari_segkit.models.checkpoints, napari_segkit.models.paste, "
         "napari_segkit.models.normalize, napari_segkit.models.unet, "
+        "napari_segkit.models.semantic, napari_segkit.models.tiling, "
+        "napari_segkit.algorithms.watershed, napari_segkit.algorithms.panoptic, "
         "napari_segkit.algorithms.instances, napari_segkit.cli, napari_segkit.widgets.maskrcnn; "
         "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; "
         "assert not bad, bad"
