@@ -35,6 +35,7 @@ from napari_segkit.algorithms.instances import auto_max_detections
 from napari_segkit.datasets import synthetic_nuclei
 from napari_segkit.metrics import match_instances
 from napari_segkit.models import maskrcnn as mr
+from napari_segkit.models.devices import resolve_device
 
 QUOTED_IMG_PER_S = 5.0
 
@@ -131,7 +132,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", action="store_true", help="also time each stage of ours")
     args = ap.parse_args(argv)
 
-    dev = mr.resolve_device(args.device)
+    dev = resolve_device(args.device)
     torch.manual_seed(0)
     on_gpu = dev.type == "cuda"
     n_ours = args.n_images

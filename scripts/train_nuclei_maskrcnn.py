@@ -26,6 +26,8 @@ import torch
 from napari_segkit.datasets import synthetic_nuclei
 from napari_segkit.metrics import match_instances
 from napari_segkit.models import maskrcnn as mr
+from napari_segkit.models.devices import resolve_device
+from napari_segkit.models.normalize import normalization_range
 
 ARCH = "maskrcnn_resnet10_fpn_small"
 CLASS_NAMES = ["background", "nucleus"]
@@ -65,7 +67,7 @@ def make_sample(seed: int, size: int = CROP) -> tuple[np.ndarray, np.ndarray]:
 
 def to_target(img: np.ndarray, lab: np.ndarray, min_area: int = 6):
     """Normalised 3-channel tensor and the torchvision target of one sample."""
-    lo, scale = mr._plane_normalisation(img[..., None], NORMALISATION)
+    lo, scale = normalization_range(img[..., None], NORMALISATION)
     x = (img.astype(np.float32) - lo[0]) * scale[0]
     image = torch.from_numpy(np.repeat(x[None], 3, axis=0))
     ids = np.unique(lab)
@@ -160,7 +162,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    device = mr.resolve_device(args.device)
+    device = resolve_device(args.device)
     model = mr.build_architecture(ARCH, len(CLASS_NAMES)).to(device)
     model.transform.min_size = (CROP,)
     model.transform.max_size = CROP  # no resizing: the model learns at the native pixel size

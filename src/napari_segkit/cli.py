@@ -36,17 +36,17 @@ COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from .models import maskrcnn as mr
+    from .models import weights as mw
 
     status = 0
     for arch in args.architectures:
         if args.action == "where":
-            path = mr.cached_weights_path(arch)
+            path = mw.cached_weights_path(arch)
             print(f"{arch}: {path} ({'present' if path.is_file() else 'missing'})")
             continue
         try:
-            path = mr.download_weights(arch, progress=not args.quiet)
-        except mr.WeightsUnavailableError as err:
+            path = mw.download_weights(arch, progress=not args.quiet)
+        except mw.WeightsUnavailableError as err:
             print(str(err), file=sys.stderr)
             status = 1
         else:
@@ -55,14 +55,17 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def add_weights_parser(sub: argparse._SubParsersAction) -> None:
+    from .models.weights import TORCHVISION_WEIGHTS  # no torch import
+
+    names = tuple(TORCHVISION_WEIGHTS)
     p = sub.add_parser("weights", help="pretrained weights in the torch hub cache")
     p.add_argument("action", choices=["download", "where"])
     p.add_argument(
         "architectures",
         nargs="+",
-        choices=COCO,
+        choices=names,
         metavar="ARCH",
-        help=f"one or more of {', '.join(COCO)}",
+        help=f"one or more of {', '.join(names)}",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no download progress bar")
     p.set_defaults(func=_weights)

@@ -19,7 +19,9 @@ from napari_segkit.algorithms.instances import (  # noqa: E402
 )
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
 from napari_segkit.metrics import match_instances  # noqa: E402
+from napari_segkit.models import devices, weights  # noqa: E402
 from napari_segkit.models import maskrcnn as mr  # noqa: E402
+from napari_segkit.models.paste import paste_masks  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,11 @@ def model():
 def test_importing_the_package_does_not_import_torch():
     code = (
         "import sys, napari_segkit, napari_segkit.models, napari_segkit.models.maskrcnn, "
+        "napari_segkit.models.devices, napari_segkit.models.weights, "
+        "napari_segkit.models.checkpoints, napari_segkit.models.paste, "
+        "napari_segkit.models.normalize, napari_segkit.models.unet, "
+        "napari_segkit.models.semantic, napari_segkit.models.tiling, "
+        "napari_segkit.algorithms.watershed, napari_segkit.algorithms.panoptic, "
         "napari_segkit.algorithms.instances, napari_segkit.cli, napari_segkit.widgets.maskrcnn; "
         "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; "
         "assert not bad, bad"
@@ -105,12 +112,12 @@ def test_paste_masks_equals_numpy_painting():
         "masks": torch.ones((12, 28, 28)),
         "ids": torch.arange(1, 13, dtype=torch.int32),
     }
-    pasted = mr.paste_masks([(0, dets, (0, 0))], 1, (h, w))[0].numpy()
+    pasted = paste_masks([(0, dets, (0, 0))], 1, (h, w))[0].numpy()
     offsets = [(b[1], b[0]) for b in boxes]
     expected, _ = paint_instances(crops, scores, (h, w), offsets=offsets)
     np.testing.assert_array_equal(pasted, expected)
     # a tiny chunk budget (many chunks) and a region offset give the same pixels
-    region = mr.paste_masks([(0, dets, (10, 20))], 1, (30, 30), budget=64)[0].numpy()
+    region = paste_masks([(0, dets, (10, 20))], 1, (30, 30), budget=64)[0].numpy()
     np.testing.assert_array_equal(region, expected[10:40, 20:50])
 
 
@@ -227,7 +234,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
-        mr.resolve_device("cuda")
+        devices.resolve_device("cuda")
 
 
 # ---- checkpoints ---------------------------------------------------------------------------
@@ -322,10 +329,10 @@ def test_mismatched_checkpoint_is_a_clear_error(model, tmp_path):
 
 
 def test_offline_without_cached_weights_says_what_to_do(hub):
-    with pytest.raises(mr.WeightsUnavailableError) as info:
+    with pytest.raises(weights.WeightsUnavailableError) as info:
         mr.load_model("maskrcnn_resnet50_fpn", "cpu")
     msg = str(info.value)
-    path = mr.cached_weights_path("maskrcnn_resnet50_fpn")
+    path = weights.cached_weights_path("maskrcnn_resnet50_fpn")
     assert str(path) in msg and str(hub) in msg
     assert "segkit weights download maskrcnn_resnet50_fpn" in msg
     assert "https://download.pytorch.org/models/" in msg
@@ -337,14 +344,14 @@ def test_failed_download_is_reported(hub, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(mr.WeightsUnavailableError, match="URLError"):
-        mr.download_weights("maskrcnn_resnet50_fpn_v2")
-    assert not mr.weights_available("maskrcnn_resnet50_fpn_v2")
+    with pytest.raises(weights.WeightsUnavailableError, match="URLError"):
+        weights.download_weights("maskrcnn_resnet50_fpn_v2")
+    assert not weights.weights_available("maskrcnn_resnet50_fpn_v2")
 
 
 def test_cached_coco_weights_load_without_network(hub, monkeypatch):
     """A file in the hub cache is used as is (here: random weights saved under the COCO name)."""
-    path = mr.cached_weights_path("maskrcnn_resnet50_fpn")
+    path = weights.cached_weights_path("maskrcnn_resnet50_fpn")
     path.parent.mkdir(parents=True)
     torch.save(mr.build_architecture("maskrcnn_resnet50_fpn", 91).state_dict(), path)
 
@@ -354,7 +361,7 @@ def test_cached_coco_weights_load_without_network(hub, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     loaded = mr.load_coco("maskrcnn_resnet50_fpn", "cpu")
     assert loaded.num_classes == 91 and loaded.class_names[1] == "person"
-    assert Path(mr.download_weights("maskrcnn_resnet50_fpn")) == path
+    assert Path(weights.download_weights("maskrcnn_resnet50_fpn")) == path
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""Mask R-CNN instance segmentation: models, weights, checkpoints and the fast inference path.
+"""Mask R-CNN instance segmentation: architectures, loading and the fast inference path.
 
 Every torch/torchvision import is inside a function, so that importing napari-segkit (and starting
 napari) never loads torch.
@@ -8,10 +8,17 @@ Models (``source`` below):
 - ``"nuclei"``: the repo's small nuclei model (a ResNet-10 FPN Mask R-CNN trained on generated
   fluorescence nuclei by ``scripts/train_nuclei_maskrcnn.py``), shipped as a safetensors file.
 - ``"maskrcnn_resnet50_fpn"`` and ``"maskrcnn_resnet50_fpn_v2"``: torchvision's COCO models. Their
-  weights are read from the torch hub cache; :func:`download_weights` (or ``segkit weights download``)
-  fetches them once on a machine that is online.
+  weights are read from the torch hub cache;
+  :func:`napari_segkit.models.weights.download_weights` (or ``segkit weights download``) fetches
+  them once on a machine that is online.
 - a path to a checkpoint: ``.safetensors`` with segkit metadata (see :func:`save_checkpoint`), or a
-  ``.pt``/``.pth`` file read with ``torch.load(weights_only=True)`` (never an arbitrary pickle).
+  ``.pt``/``.pth`` file read with ``torch.load(weights_only=True)`` (never an arbitrary pickle);
+  or the name of a user model (:func:`napari_segkit.models.weights.list_user_models`).
+
+What every model shares lives next door: :mod:`.devices` (device, precision),
+:mod:`.weights` (shipped files, torch hub cache, offline messages, user models),
+:mod:`.checkpoints` (reading and writing checkpoint files), :mod:`.paste` (mask pasting) and
+:mod:`.normalize` (input scaling).
 
 Inference (:func:`predict_instances`) runs at the image's native resolution, tile by tile, batched;
 masks stay on the device and are pasted all at once into an int32 label image, the only large
@@ -20,8 +27,6 @@ array that comes back to the CPU.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -41,15 +46,28 @@ from ..algorithms.image import (
     report,
     to_channels_last,
 )
+from . import checkpoints as ckpt
+from .devices import configure_cudnn, resolve_device
+from .devices import use_half as half_on_device
+from .normalize import normalization_range
+from .paste import paste_masks
+from .weights import SHIPPED_MODELS as _SHIPPED
+from .weights import (
+    WeightsUnavailableError,  # noqa: F401  (raised by load_model; kept importable from here)
+    find_user_model,
+    load_cached_state,
+    shipped_path,
+    torchvision_weights,
+)
 
 #: The architectures this module builds.
 ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet10_fpn_small")
 #: Architectures with COCO weights in torchvision.
 COCO_ARCHITECTURES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
-#: The shipped nuclei model.
-SHIPPED_MODELS = {"nuclei": Path(__file__).parent / "weights" / "nuclei_maskrcnn_small.safetensors"}
-#: Tag written into the checkpoints' metadata.
-CHECKPOINT_FORMAT = "napari-segkit/maskrcnn"
+#: The shipped Mask R-CNN models (name -> file).
+SHIPPED_MODELS = _SHIPPED["maskrcnn"]
+#: The checkpoints' ``family``.
+FAMILY = "maskrcnn"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,10 +96,6 @@ def _tick(stage: str, t0: float, dev: Any) -> float:
     return now
 
 
-class WeightsUnavailableError(RuntimeError):
-    """The pretrained weights are not cached and cannot be downloaded (offline)."""
-
-
 @dataclass
 class LoadedModel:
     """A model ready for inference, with what is needed to feed it and read its output."""
@@ -98,18 +112,6 @@ class LoadedModel:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-def import_torch() -> None:
-    """Import torch and torchvision now (call it on the main thread).
-
-    Their first import from a worker thread can crash the process (native libraries that torch
-    pulls in, such as triton's, initialise badly off the main thread), so GUIs import them on the
-    GUI thread before starting a worker.
-    """
-    import torch  # noqa: F401
-    import torchvision  # noqa: F401
-    import torchvision.models.detection  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,87 +198,12 @@ def _infer_architecture(state: dict[str, Any]) -> str:
 
 
 def _coco_weights(architecture: str) -> Any:
-    from torchvision.models.detection import (
-        MaskRCNN_ResNet50_FPN_V2_Weights,
-        MaskRCNN_ResNet50_FPN_Weights,
-    )
-
-    if architecture == "maskrcnn_resnet50_fpn":
-        return MaskRCNN_ResNet50_FPN_Weights.DEFAULT
-    if architecture == "maskrcnn_resnet50_fpn_v2":
-        return MaskRCNN_ResNet50_FPN_V2_Weights.DEFAULT
-    raise ValueError(
-        f"architecture must be one of {COCO_ARCHITECTURES} for COCO weights; got {architecture!r}"
-    )
-
-
-def cached_weights_path(architecture: str) -> Path:
-    """Where torchvision keeps (or would keep) the COCO weights of ``architecture``.
-
-    ``<torch hub dir>/checkpoints/<file name of the weights' URL>``; the hub dir is
-    ``$TORCH_HOME/hub`` (``~/.cache/torch/hub`` by default).
-
-    Examples
-    --------
-    >>> cached_weights_path("maskrcnn_resnet50_fpn").name  # doctest: +SKIP
-    'maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth'
-    """
-    import torch
-
-    url = _coco_weights(architecture).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def weights_available(architecture: str) -> bool:
-    """Whether the COCO weights of ``architecture`` are already in the torch hub cache."""
-    return cached_weights_path(architecture).is_file()
-
-
-def offline_message(architecture: str, reason: str = "") -> str:
-    """What to do when the COCO weights are neither cached nor downloadable."""
-    url = _coco_weights(architecture).url
-    path = cached_weights_path(architecture)
-    why = f" ({reason})" if reason else ""
-    return (
-        f"The COCO weights of {architecture} are not in the torch hub cache and could not be "
-        f"downloaded{why}. Either:\n"
-        f"  1. on a machine that is online, run `segkit weights download {architecture}` (or press "
-        f"'Download weights' in the Mask R-CNN widget), then copy {path.name} into {path.parent} "
-        f"on this machine;\n"
-        f"  2. download {url} yourself and save it as {path} (set TORCH_HOME to use another "
-        f"cache folder);\n"
-        f"  3. or choose a checkpoint file you have (.safetensors, .pt or .pth) as the model."
-    )
-
-
-def download_weights(architecture: str, *, progress: bool = True) -> Path:
-    """Fetch the COCO weights of ``architecture`` into the torch hub cache (once) and return the file.
-
-    Raises
-    ------
-    WeightsUnavailableError
-        When the download fails (offline, proxy, disk), with :func:`offline_message`.
-
-    Examples
-    --------
-    >>> download_weights("maskrcnn_resnet50_fpn")  # doctest: +SKIP
-    PosixPath('/home/me/.cache/torch/hub/checkpoints/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth')
-    """
-    import torch
-
-    path = cached_weights_path(architecture)
-    if path.is_file():
-        return path
-    url = _coco_weights(architecture).url
-    try:
-        torch.hub.load_state_dict_from_url(
-            url, progress=progress, check_hash=True, map_location="cpu", weights_only=True
+    if architecture not in COCO_ARCHITECTURES:
+        raise ValueError(
+            f"architecture must be one of {COCO_ARCHITECTURES} for COCO weights; "
+            f"got {architecture!r}"
         )
-    except Exception as exc:  # URLError, HTTPError, socket timeouts, hash mismatch, disk full...
-        raise WeightsUnavailableError(
-            offline_message(architecture, f"{type(exc).__name__}: {exc}")
-        ) from exc
-    return path
+    return torchvision_weights(architecture)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,87 +245,21 @@ def save_checkpoint(
     >>> save_checkpoint(model, "nuclei.safetensors", architecture="maskrcnn_resnet10_fpn_small",
     ...                 class_names=["background", "nucleus"])  # doctest: +SKIP
     """
-    from safetensors.torch import save_file
-
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {architecture!r}")
-    state = {}
-    for key, value in module.state_dict().items():
-        value = value.detach().cpu().contiguous()
-        if half and value.is_floating_point():
-            value = value.half()
-        state[key] = value.clone()
+    state = module.state_dict()
     n = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])
     if len(class_names) != n:
         raise ValueError(f"class_names has {len(class_names)} names but the model has {n} classes")
     metadata = {
-        "format": CHECKPOINT_FORMAT,
+        "family": FAMILY,
         "architecture": architecture,
-        "num_classes": str(n),
-        "class_names": json.dumps(list(class_names)),
-        "normalisation": json.dumps(normalisation or DEFAULT_NORMALISATION),
-        "extra": json.dumps(extra or {}),
+        "num_classes": n,
+        "class_names": [str(c) for c in class_names],
+        "normalisation": normalisation or DEFAULT_NORMALISATION,
+        "extra": extra or {},
     }
-    path = Path(path)
-    save_file(state, str(path), metadata=metadata)
-    return path
-
-
-def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The state dict and metadata of a checkpoint file, never unpickling arbitrary objects."""
-    import torch
-
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist or is not a file")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                raw = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"checkpoint {path} is not a valid safetensors file: {exc}") from exc
-        meta: dict[str, Any] = dict(raw)
-        for key in ("class_names", "normalisation", "extra"):
-            if key in meta:
-                try:
-                    meta[key] = json.loads(meta[key])
-                except json.JSONDecodeError as exc:
-                    raise ValueError(
-                        f"checkpoint {path}: metadata {key!r} is not JSON: {exc}"
-                    ) from exc
-        return state, meta
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for unsafe globals, RuntimeError/EOFError if corrupt
-        raise ValueError(
-            f"checkpoint {path} could not be loaded safely ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Only files holding tensors and plain "
-            f"data are read (torch.load(weights_only=True)); use a .safetensors file or a state_dict "
-            f"saved with torch.save(model.state_dict(), path)"
-        ) from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
-    meta = {}
-    for key in ("segkit", "metadata"):
-        if isinstance(obj.get(key), dict):
-            meta = dict(obj[key])
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise ValueError(f"checkpoint {path} holds no tensors")
-    # Lightning and DataParallel prefixes
-    for prefix in ("model.", "module."):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state, meta
+    return ckpt.save_checkpoint(state, path, metadata, half=half)
 
 
 def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> LoadedModel:
@@ -419,7 +280,7 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> LoadedModel
     >>> model = load_checkpoint("nuclei.safetensors")  # doctest: +SKIP
     """
     path = Path(path)
-    state, meta = _read_checkpoint(path)
+    state, meta = ckpt.read_checkpoint(path, family=FAMILY)
     if "roi_heads.box_predictor.cls_score.weight" not in state:
         raise ValueError(
             f"checkpoint {path} is not a Mask R-CNN state dict (no roi_heads.box_predictor "
@@ -441,14 +302,7 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> LoadedModel
     if len(names) != n:
         raise ValueError(f"checkpoint {path}: {len(names)} class names for {n} classes")
     module = build_architecture(architecture, n)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        raise ValueError(
-            f"checkpoint {path} does not match the {architecture} architecture with {n} classes: "
-            + " ".join(line.strip() for line in lines[:3])[:500]
-        ) from exc
+    ckpt.load_state(module, state, path, f"the {architecture} architecture with {n} classes")
     normalisation = dict(DEFAULT_NORMALISATION)
     normalisation.update(meta.get("normalisation") or {})
     return _ready(
@@ -466,20 +320,8 @@ def load_coco(architecture: str, device: Any = "cpu", *, download: bool = False)
     WeightsUnavailableError
         If the weights are not cached and ``download`` is False or the download fails.
     """
-    import torch
-
     weights = _coco_weights(architecture)
-    path = cached_weights_path(architecture)
-    if not path.is_file():
-        if not download:
-            raise WeightsUnavailableError(offline_message(architecture, "not downloaded yet"))
-        download_weights(architecture)
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"the cached weights {path} are corrupt ({exc}); delete the file and download again"
-        ) from exc
+    state = load_cached_state(architecture, download=download)
     names = list(weights.meta["categories"])
     module = build_architecture(architecture, len(names))
     module.load_state_dict(state)
@@ -499,40 +341,6 @@ def _ready(model: LoadedModel, device: Any, metadata: dict | None = None) -> Loa
     model.device = device
     model.metadata = metadata or {}
     return model
-
-
-def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"`` (CUDA, else Apple MPS, else CPU), ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")  # doctest: +SKIP
-    device(type='cpu')
-    """
-    import torch
-
-    if isinstance(device, torch.device):
-        return device
-    name = str(device).lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available on this machine")
-        return torch.device(name)
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError("device='mps' but Apple MPS is not available on this machine")
-        return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"device must be 'auto', 'cuda', 'mps' or 'cpu'; got {device!r}")
 
 
 _CACHE: dict[tuple, LoadedModel] = {}
@@ -559,7 +367,7 @@ def load_model(
     ----------
     source : str or path
         ``"nuclei"`` (shipped), ``"maskrcnn_resnet50_fpn"``, ``"maskrcnn_resnet50_fpn_v2"`` (COCO),
-        or a checkpoint file.
+        a checkpoint file, or the name of a Mask R-CNN in the user models folder.
     device : str
         See :func:`resolve_device`.
     download : bool
@@ -577,18 +385,17 @@ def load_model(
         if key in _CACHE:
             return _CACHE[key]
     if isinstance(source, str) and source in SHIPPED_MODELS:
-        path = SHIPPED_MODELS[source]
-        if not path.is_file():
-            raise ValueError(
-                f"the shipped model {source!r} is missing ({path}); reinstall napari-segkit or run "
-                f"scripts/train_nuclei_maskrcnn.py"
-            )
-        model = load_checkpoint(path, dev)
+        model = load_checkpoint(shipped_path(FAMILY, source), dev)
         model.source = source
     elif isinstance(source, str) and source in COCO_ARCHITECTURES:
         model = load_coco(source, dev, download=download)
     else:
-        model = load_checkpoint(source, dev)
+        user = None
+        if isinstance(source, str) and not Path(source).expanduser().exists():
+            user = find_user_model(source, FAMILY)
+        model = load_checkpoint(user or source, dev)
+        if user is not None:
+            model.source = source
     with _CACHE_LOCK:
         _CACHE[key] = model
     return model
@@ -624,27 +431,6 @@ class InstanceResult:
     @property
     def n_objects(self) -> int:
         return len(self.table["label"])
-
-
-def _plane_normalisation(plane: np.ndarray, norm: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(lo, scale)`` so that ``(raw - lo) * scale`` is about 0..1."""
-    c = plane.shape[-1]
-    if c == 3 and plane.dtype == np.uint8 and norm.get("uint8_rgb") == "divide_255":
-        return np.zeros(3, np.float32), np.full(3, 1 / 255, np.float32)
-    p_lo, p_hi = norm.get("percentiles", (1.0, 99.8))
-    step = max(1, int(math.sqrt(plane.shape[0] * plane.shape[1] / 65536)))
-    sub = plane[::step, ::step].reshape(-1, c).astype(np.float32)
-    lo = np.zeros(c, np.float32)
-    scale = np.ones(c, np.float32)
-    for k in range(c):
-        values = sub[:, k]
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        a, b = np.percentile(values, (p_lo, p_hi))
-        lo[k] = a
-        scale[k] = 1.0 / (b - a) if b > a else 1.0
-    return lo, scale
 
 
 def predict_instances(
@@ -766,9 +552,8 @@ def predict_instances(
     labels_out = np.zeros((*lead, ny, nx), dtype=np.int32)
     units = [(p, t) for p in range(len(planes)) for t in range(len(plan))]
     total = len(units)
-    use_half = bool(half) and dev.type == "cuda"
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every batch has the same tile size
+    use_half = half_on_device(dev, half)
+    configure_cudnn(dev)  # every batch has the same tile size
     params = dict(
         model=model.source,
         architecture=model.architecture,
@@ -794,7 +579,7 @@ def predict_instances(
         if p not in norm_cache:
             norm_cache.clear()  # one plane in memory at a time (the planes come in order)
             data = np.asarray(chans[planes[p]])
-            lo, scale = _plane_normalisation(data, model.normalisation)
+            lo, scale = normalization_range(data, model.normalisation)
             norm_cache[p] = (data, lo, scale)
         return norm_cache[p]
 
@@ -1033,124 +818,6 @@ def _areas(lab: Any, ready: list[tuple[int, dict[str, Any]]]) -> list[np.ndarray
         got[inside] = counts[ids[inside]]
         out.append(got)
     return out
-
-
-def paste_masks(
-    regions: list[tuple[int, dict[str, Any], tuple[int, int]]],
-    n: int,
-    shape: tuple[int, int],
-    mask_threshold: float = 0.5,
-    *,
-    budget: int = 1 << 25,
-) -> Any:
-    """Paste box-relative instance masks into ``n`` label images at once; the lowest ID wins a pixel.
-
-    Parameters
-    ----------
-    regions : list of (int, dict, (int, int))
-        ``(slot, detections, (y0, x0))``: the detections (``boxes`` (N, 4) ``x0, y0, x1, y1`` in
-        plane pixels, ``masks`` (N, M, M) probabilities over their boxes, ``ids`` (N,) int32) go to
-        output image ``slot``, whose top-left pixel is ``(y0, x0)`` of the plane.
-    n : int
-        Number of output images.
-    shape : (int, int)
-        Their ``(h, w)``.
-    mask_threshold : float
-        Probability above which a pixel is inside.
-    budget : int
-        Samples per chunk: device memory stays bounded whatever the number and size of the boxes.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(n, h, w)`` int32 on the detections' device, 0 for background.
-
-    Notes
-    -----
-    Each mask is sampled bilinearly at the pixel centres of its box (zero outside the mask grid,
-    as torchvision's ``paste_masks_in_image``), all boxes of a chunk in one ``grid_sample``; the
-    pixels above threshold are written with one ``scatter_reduce(amin)``, so a pixel covered by
-    several instances takes the lowest ID, i.e. the highest score.
-
-    Examples
-    --------
-    >>> lab = paste_masks([(0, dets, (0, 0))], 1, (256, 256))  # doctest: +SKIP
-    """
-    import torch
-    import torch.nn.functional as F
-
-    h, w = int(shape[0]), int(shape[1])
-    dev = None
-    parts = []
-    for slot, d, (oy, ox) in regions:
-        if d["boxes"].shape[0] == 0:
-            continue
-        dev = d["boxes"].device
-        b = d["boxes"].detach().float() - torch.tensor(
-            [ox, oy, ox, oy], device=dev, dtype=torch.float32
-        )
-        slots = torch.full((b.shape[0],), int(slot), device=dev, dtype=torch.int64)
-        parts.append((b, d["masks"].detach(), d["ids"], slots))
-    if not parts:
-        dev = next((d["boxes"].device for _, d, _ in regions), None)
-        return torch.zeros((n, h, w), dtype=torch.int32, device=dev)
-    boxes = torch.cat([p[0] for p in parts])
-    masks = torch.cat([p[1].float() for p in parts])
-    ids = torch.cat([p[2] for p in parts]).to(torch.int32)
-    slots = torch.cat([p[3] for p in parts])
-    # pixel windows around each box (one pixel of margin for the bilinear fall-off), clipped
-    lo = torch.floor(boxes[:, :2] - 1).clamp(min=0)
-    hi = torch.ceil(boxes[:, 2:] + 1)
-    hi = torch.minimum(hi, torch.tensor([w, h], device=dev, dtype=torch.float32))
-    size = (hi - lo).clamp(min=0)
-    size_np = size.cpu().numpy().astype(np.int64)  # (N, 2) as (w, h); the one sync of the paste
-    side = np.maximum(size_np.max(axis=1), 1)
-    order = np.argsort(side, kind="stable")
-    cost_side = side[order].astype(np.float64) ** 2  # a window of side x side bounds each box
-    fill = torch.iinfo(torch.int32).max
-    out = torch.full((n * h * w + 1,), fill, dtype=torch.int32, device=dev)
-    start = 0
-    total = len(order)
-    while start < total:
-        # the longest run from start whose (count x largest window) stays within the budget
-        counts = np.arange(1, total - start + 1)
-        end = start + max(1, int(np.searchsorted(counts * cost_side[start:] > budget, True)))
-        mw, mh = size_np[order[start:end]].max(axis=0)
-        if mw == 0 or mh == 0:
-            start = end
-            continue
-        idx = torch.as_tensor(order[start:end], device=dev)
-        bx, lo_c, sz = boxes[idx], lo[idx], size[idx]
-        xs = lo_c[:, 0:1] + torch.arange(int(mw), device=dev, dtype=torch.float32)  # (k, mw)
-        ys = lo_c[:, 1:2] + torch.arange(int(mh), device=dev, dtype=torch.float32)  # (k, mh)
-        bw = (bx[:, 2] - bx[:, 0]).clamp(min=1e-3)[:, None]
-        bh = (bx[:, 3] - bx[:, 1]).clamp(min=1e-3)[:, None]
-        gx = ((xs + 0.5 - bx[:, 0:1]) / bw) * 2 - 1
-        gy = ((ys + 0.5 - bx[:, 1:2]) / bh) * 2 - 1
-        k = idx.shape[0]
-        grid = torch.stack(
-            (
-                gx[:, None, :].expand(k, int(mh), int(mw)),
-                gy[:, :, None].expand(k, int(mh), int(mw)),
-            ),
-            dim=-1,
-        )
-        prob = F.grid_sample(
-            masks[idx][:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )[:, 0]
-        inside_x = torch.arange(int(mw), device=dev)[None, :] < sz[:, 0:1]
-        inside_y = torch.arange(int(mh), device=dev)[None, :] < sz[:, 1:2]
-        valid = (prob > mask_threshold) & inside_y[:, :, None] & inside_x[:, None, :]
-        flat = (slots[idx][:, None, None] * h + ys.long()[:, :, None]) * w + xs.long()[:, None, :]
-        # samples outside their mask write the no-op value `fill` to their own pixel (clamped into
-        # the buffer): no atomics piling up on one address, and no sync to compact them away
-        flat = flat.clamp_(max=n * h * w)
-        vals = torch.where(valid, ids[idx][:, None, None], fill)
-        out.scatter_reduce_(0, flat.reshape(-1), vals.reshape(-1), reduce="amin")
-        start = end
-    out = out[:-1]
-    out = torch.where(out == fill, 0, out)
-    return out.view(n, h, w)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""U-Net: the encoder-decoder network with skip connections, in 2D and 3D.
+"""U-Net: the encoder-decoder network with skip connections, in 2D and 3D; checkpoints; inference.
 
-torch is imported inside :func:`build_unet`, so importing this module stays cheap.
+torch is imported inside the functions, so importing this module stays cheap.
 
 The network is the classic U-Net (Ronneberger et al., 2015): an encoder of ``depth`` stages that
 halve the resolution and double the features, a decoder that upsamples and concatenates the
@@ -14,16 +14,55 @@ Output channels by task (see :data:`TASKS`):
   (each object's distance transform normalised to 1 at its centre); a seeded watershed turns them
   into objects.
 - ``"semantic"``: one logit channel per class, class 0 the background.
+
+Checkpoints (:func:`save_unet`, :func:`load_unet`) are segkit safetensors files of family
+``"unet"`` (:mod:`napari_segkit.models.checkpoints`) whose metadata holds ``architecture`` (the
+net's :func:`build_unet` config), ``task``, ``class_names``, ``normalisation`` (percentiles 1 and
+99.8 per image and channel, as Mask R-CNN's) and ``object_diameter`` (the object size, in pixels,
+the model works best at). :func:`predict_unet` runs a model over 2D images, stacks and volumes,
+tile by tile with blended overlaps, rescaling the image so that its objects appear at the model's
+``object_diameter``.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ..algorithms import watershed as ws
+from ..algorithms.image import (
+    LUMA,
+    ProgressCallback,
+    check_image,
+    check_memory,
+    report,
+    spatial_ndim_for,
+    to_channels_last,
+)
 
 #: What the network predicts -> how many output channels it needs (semantic: ``n_classes``).
 TASKS = ("instance", "semantic")
 #: Output channels of an instance U-Net: background, interior, boundary logits + distance.
 INSTANCE_CHANNELS = 4
+#: Names of an instance U-Net's output maps (after softmax of the first three), in order.
+INSTANCE_MAP_NAMES = ("background", "interior", "boundary", "distance")
+#: The checkpoints' ``family``.
+FAMILY = "unet"
+#: Input normalization of the U-Nets: percentiles per image (plane or volume) and channel.
+DEFAULT_NORMALISATION = {"percentiles": [1.0, 99.8]}
+#: What :func:`predict_unet` can return.
+OUTPUTS = ("instance", "semantic")
+#: An int ``tile_size`` above this is capped to it for a 3D U-Net (its overlap to a quarter of it).
+MAX_TILE_3D = 128
+#: Automatic rescaling (``diameter=None``) stays within these factors.
+AUTO_SCALE_RANGE = (0.25, 4.0)
 
 
 def build_unet(
@@ -133,3 +172,806 @@ def build_unet(
         "norm": norm,
     }
     return net
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+@dataclass
+class LoadedUNet:
+    """A U-Net ready for inference, with what is needed to feed it and read its output."""
+
+    module: Any  # torch.nn.Module
+    config: dict[str, Any]  # build_unet keyword arguments
+    task: str  # "instance" or "semantic"
+    class_names: list[str]  # semantic: one per output channel; instance: ["background", name]
+    normalisation: dict[str, Any]
+    object_diameter: float | None
+    source: str
+    device: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.config["ndim"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config["in_channels"])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.config["out_channels"])
+
+
+def unet_metadata(
+    config: dict[str, Any],
+    *,
+    task: str = "instance",
+    class_names: Sequence[str] | None = None,
+    normalisation: dict[str, Any] | None = None,
+    object_diameter: float | None = None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint metadata of a U-Net (checked), for :func:`napari_segkit.models.checkpoints.save_checkpoint`.
+
+    Parameters
+    ----------
+    config : dict
+        The net's ``config`` (keyword arguments of :func:`build_unet`).
+    task : {'instance', 'semantic'}
+    class_names : sequence of str, optional
+        Semantic: one name per output channel, the background first (default ``class 1``...).
+        Instance: ``["background", <object name>]`` (default ``["background", "object"]``).
+    normalisation : dict, optional
+        Default :data:`DEFAULT_NORMALISATION`.
+    object_diameter : float, optional
+        Typical object diameter in pixels in the training images (the scale the model works at).
+    training : dict, optional
+        JSON-able facts about the training (data, epochs, losses, scores).
+
+    Examples
+    --------
+    >>> cfg = dict(ndim=2, in_channels=1, out_channels=4, depth=2, width=8, norm="batch")
+    >>> unet_metadata(cfg, object_diameter=18)["class_names"]
+    ['background', 'object']
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+    keys = ("ndim", "in_channels", "out_channels", "depth", "width", "norm")
+    missing = [k for k in keys if k not in config]
+    if missing:
+        raise ValueError(f"config lacks {missing}; pass the net's .config (from build_unet)")
+    config = {k: config[k] for k in keys}
+    n_out = int(config["out_channels"])
+    if task == "instance":
+        if n_out != INSTANCE_CHANNELS:
+            raise ValueError(
+                f"an instance U-Net has {INSTANCE_CHANNELS} output channels; this one has {n_out}"
+            )
+        names = list(class_names) if class_names is not None else ["background", "object"]
+        if len(names) == 1:
+            names = ["background", *names]
+        if len(names) != 2:
+            raise ValueError(
+                f"class_names of an instance U-Net: ['background', <object name>]; got {names}"
+            )
+    else:
+        names = (
+            list(class_names)
+            if class_names is not None
+            else ["background"] + [f"class {i}" for i in range(1, n_out)]
+        )
+        if len(names) != n_out:
+            raise ValueError(f"class_names has {len(names)} names for {n_out} output channels")
+    if object_diameter is not None:
+        d = float(object_diameter)
+        if not (math.isfinite(d) and d > 0):
+            raise ValueError(f"object_diameter must be a positive number; got {object_diameter}")
+        object_diameter = d
+    return {
+        "family": FAMILY,
+        "architecture": config,
+        "task": task,
+        "class_names": [str(c) for c in names],
+        "normalisation": dict(normalisation or DEFAULT_NORMALISATION),
+        "object_diameter": object_diameter,
+        "training": dict(training or {}),
+    }
+
+
+def save_unet(
+    net: Any,
+    path: str | os.PathLike,
+    *,
+    task: str = "instance",
+    class_names: Sequence[str] | None = None,
+    normalisation: dict[str, Any] | None = None,
+    object_diameter: float | None = None,
+    training: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Save a U-Net from :func:`build_unet` as a segkit checkpoint (see :func:`unet_metadata`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> net = build_unet(depth=2, width=8)
+    >>> path = save_unet(net, tempfile.mkdtemp() + "/n.safetensors", object_diameter=16)
+    >>> load_unet(path, "cpu").object_diameter
+    16.0
+    """
+    from .checkpoints import save_checkpoint
+
+    config = getattr(net, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError("net has no .config: build it with build_unet")
+    meta = unet_metadata(
+        config,
+        task=task,
+        class_names=class_names,
+        normalisation=normalisation,
+        object_diameter=object_diameter,
+        training=training,
+    )
+    return save_checkpoint(net.state_dict(), path, meta, half=half)
+
+
+def _infer_config(state: dict[str, Any]) -> dict[str, Any]:
+    """build_unet's config from the tensors of a U-Net state dict (no metadata)."""
+    first = state["encoders.0.0.weight"]
+    depth = len({k.split(".")[1] for k in state if k.startswith("ups.")})
+    if "encoders.0.1.running_mean" in state:
+        norm = "batch"
+    elif "encoders.0.1.weight" in state:
+        norm = "group"
+    else:
+        norm = "none"
+    return {
+        "ndim": first.ndim - 2,
+        "in_channels": int(first.shape[1]),
+        "out_channels": int(state["head.weight"].shape[0]),
+        "depth": depth,
+        "width": int(first.shape[0]),
+        "norm": norm,
+    }
+
+
+def load_unet_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> LoadedUNet:
+    """Build the U-Net a checkpoint describes and load its weights.
+
+    A plain state dict without metadata works too: the architecture is read from the tensors,
+    the task is ``"instance"`` for 4 output channels (else ``"semantic"``), no object diameter.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: missing, empty, corrupt, unsafe, of another family, not a U-Net, or
+        with tensors that do not match the architecture in its metadata.
+    """
+    from . import checkpoints as ckpt
+
+    path = Path(path)
+    state, meta = ckpt.read_checkpoint(path, family=FAMILY)
+    if "encoders.0.0.weight" not in state or "head.weight" not in state:
+        raise ValueError(
+            f"checkpoint {path} is not a U-Net state dict (no encoders/head weights); found keys "
+            f"like {sorted(state)[:3]}"
+        )
+    config = meta.get("architecture")
+    if not isinstance(config, dict):
+        try:
+            config = _infer_config(state)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"checkpoint {path}: cannot read the U-Net architecture") from exc
+    n_out = int(config.get("out_channels", 0))
+    task = meta.get("task") or ("instance" if n_out == INSTANCE_CHANNELS else "semantic")
+    try:
+        full = unet_metadata(
+            config,
+            task=task,
+            class_names=meta.get("class_names"),
+            normalisation=meta.get("normalisation"),
+            object_diameter=meta.get("object_diameter"),
+            training=meta.get("training"),
+        )
+        module = build_unet(**full["architecture"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"checkpoint {path}: bad U-Net metadata: {exc}") from exc
+    ckpt.load_state(module, state, path, f"a U-Net with {full['architecture']}")
+    return _ready(
+        LoadedUNet(
+            module,
+            full["architecture"],
+            full["task"],
+            full["class_names"],
+            full["normalisation"],
+            full["object_diameter"],
+            str(path),
+            metadata=meta,
+        ),
+        device,
+    )
+
+
+def _ready(model: LoadedUNet, device: Any) -> LoadedUNet:
+    from .devices import resolve_device
+
+    dev = resolve_device(device)
+    model.module = model.module.eval().to(dev)
+    model.device = dev
+    return model
+
+
+_CACHE: dict[tuple, LoadedUNet] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _resolve_source(source: str | os.PathLike) -> tuple[Path, str]:
+    """The checkpoint file of ``source`` and the name to show for it."""
+    from .weights import SHIPPED_MODELS, find_user_model, shipped_path
+
+    if isinstance(source, str) and source in SHIPPED_MODELS[FAMILY]:
+        return shipped_path(FAMILY, source), source
+    path = Path(source).expanduser()
+    if isinstance(source, str) and not path.exists():
+        user = find_user_model(source, FAMILY)
+        if user is not None:
+            return user, source
+        if os.sep not in source and not Path(source).suffix:
+            raise ValueError(
+                f"model {source!r} is neither a shipped U-Net ({sorted(SHIPPED_MODELS[FAMILY])}), "
+                f"a user model in the models folder, nor a checkpoint file"
+            )
+    return path, str(path)
+
+
+def load_unet(source: str | os.PathLike = "nuclei", device: Any = "auto") -> LoadedUNet:
+    """Load a U-Net by name or path, cached in memory by (file, modification time, device).
+
+    Parameters
+    ----------
+    source : str or path
+        ``"nuclei"`` / ``"nuclei_3d"`` (shipped, :data:`napari_segkit.models.weights.SHIPPED_MODELS`),
+        a checkpoint file, or the name of a U-Net in the user models folder
+        (:func:`napari_segkit.models.weights.list_user_models`).
+    device : str
+        See :func:`napari_segkit.models.devices.resolve_device`.
+
+    Raises
+    ------
+    ValueError
+        A missing shipped file (saying so), an unknown name, or a bad checkpoint (naming it).
+    """
+    from .devices import resolve_device
+
+    dev = resolve_device(device)
+    path, name = _resolve_source(source)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(dev))
+    except OSError:
+        key = None
+    if key is not None:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+    model = load_unet_checkpoint(path, dev)
+    model.source = name
+    if key is not None:
+        with _CACHE_LOCK:
+            _CACHE[key] = model
+    return model
+
+
+def clear_unet_cache() -> None:
+    """Forget every cached U-Net (and free its GPU memory)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# inference
+
+
+@dataclass
+class UNetResult:
+    """What :func:`predict_unet` returns.
+
+    ``labels``: the image's shape without its channel axis. Instance output: int32 object IDs,
+    unique across a stack (0 background). Semantic output: class ids (uint8, or uint16 beyond 256
+    classes). ``table``: instance output, one row per object (``label``, ``class_id``,
+    ``class_name``, ``score`` = mean interior probability, ``area``, ``centroid_*``, ``bbox_*``,
+    and ``axis<k>`` for the leading axes of a stack); semantic output, one row per class
+    (``label`` = ``class_id``, ``class_name``, ``area``). ``probabilities``: with
+    ``return_probabilities``, float32 ``labels.shape + (len(probability_names),)``, channels
+    last. ``diameter``: the object diameter in pixels of the input image that was used (given,
+    or estimated by the first pass; None if unknown: a model without ``object_diameter``, or no
+    object found); ``scale``: the factor the network saw the image at (1: native; the automatic
+    estimate snaps to 1 within 10 %).
+    ``messages``: what was decided on the way (diameter estimated, scale clipped...).
+    """
+
+    labels: np.ndarray
+    table: dict[str, np.ndarray]
+    class_names: list[str]
+    output: str
+    probabilities: np.ndarray | None = None
+    probability_names: list[str] = field(default_factory=list)
+    diameter: float | None = None
+    scale: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def n_objects(self) -> int:
+        """Objects (instance output) or classes present (semantic output)."""
+        if self.output == "instance":
+            return len(self.table["label"])
+        return int(np.count_nonzero(self.table["area"][1:])) if len(self.table["area"]) else 0
+
+
+def _check_diameter(diameter: Any, name: str = "diameter") -> float | None:
+    if diameter is None:
+        return None
+    try:
+        d = float(diameter)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of pixels or None; got {diameter!r}") from None
+    if not math.isfinite(d) or d <= 0:
+        raise ValueError(f"{name} must be a positive number of pixels or None; got {diameter!r}")
+    return d
+
+
+def _channel_adapter(n_image: int, n_model: int, rgb: bool, channel: int) -> Any:
+    """A function choosing/combining the image's channels (last axis) for the model's inputs."""
+    if n_image == n_model:
+        return lambda block: block
+    if n_model == 1:
+        if rgb:
+            return lambda block: (block[..., :3].astype(np.float32) @ LUMA)[..., None]
+        if not -n_image <= channel < n_image:
+            raise ValueError(f"channel={channel} is out of range for {n_image} channels")
+        c = channel % n_image
+        return lambda block: block[..., c : c + 1]
+    if n_image == 1:
+        return lambda block: np.repeat(block, n_model, axis=-1)
+    raise ValueError(
+        f"the image has {n_image} channels but the model takes {n_model}; pick channels with "
+        f"channel_axis/channel or choose another model"
+    )
+
+
+def _prepare(adapt: Any, norm: dict[str, Any]) -> Any:
+    from .normalize import normalize
+
+    def prepare(block: np.ndarray) -> np.ndarray:
+        x = normalize(adapt(block), norm)  # (*spatial, C) float32
+        return np.moveaxis(x, -1, 0)
+
+    return prepare
+
+
+def _forward(model: LoadedUNet, use_half: bool) -> Any:
+    import torch
+
+    def forward(x: Any) -> Any:
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_half):
+            y = model.module(x)
+        y = y.float()
+        if model.task == "instance":
+            return torch.cat([torch.softmax(y[:, :3], dim=1), y[:, 3:]], dim=1)
+        return torch.softmax(y, dim=1)
+
+    return forward
+
+
+def predict_unet(
+    image: Any,
+    model: str | os.PathLike | LoadedUNet = "nuclei",
+    *,
+    output: str = "instance",
+    diameter: float | None = None,
+    tile_size: int | Sequence[int] = 512,
+    tile_overlap: int = 64,
+    batch_size: int = 4,
+    device: Any = "auto",
+    half: bool = True,
+    spatial_ndim: int = 2,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int = 0,
+    min_size: int | None = None,
+    seed_threshold: float = 0.5,
+    distance_threshold: float = 0.4,
+    progress: ProgressCallback | None = None,
+    return_probabilities: bool = False,
+) -> UNetResult:
+    """U-Net segmentation: objects (seeded watershed on its maps) or per-pixel classes.
+
+    Parameters
+    ----------
+    image : array-like
+        Grey, RGB or multichannel; 2D, a stack of planes, or volumes; numpy or dask (read one
+        block at a time); uint8, uint16, float. Normalized per plane (per volume with
+        ``spatial_ndim=3``) and channel, percentiles 1 and 99.8 to 0 and 1.
+    model : str, path or LoadedUNet
+        See :func:`load_unet` (``"nuclei"``, ``"nuclei_3d"``, a file, a user model name).
+    output : {'instance', 'semantic'}
+        Instance model: ``"instance"`` gives one ID per object, ``"semantic"`` the foreground
+        (class 1). Semantic model: ``"semantic"`` gives the most likely class per pixel,
+        ``"instance"`` one ID per connected region of each class other than the background.
+    diameter : float, optional
+        Typical object diameter in pixels of ``image``. The image is rescaled by
+        ``object_diameter / diameter`` (the model's ``object_diameter``) before the network, and
+        the network's maps are resized back (linear) to the image's grid before the watershed.
+        ``None``: estimated by a first pass at native scale (the median equivalent diameter of
+        its objects; on at most 4 blocks of a stack), the scale kept within
+        :data:`AUTO_SCALE_RANGE`. Ignored for a model without ``object_diameter``.
+    tile_size : int or sequence of int
+        Blocks larger than this (after rescaling) are cut into tiles that overlap by
+        ``tile_overlap`` and are blended (no seams). An int is the tile's edge along every axis
+        (for a 3D U-Net an int above :data:`MAX_TILE_3D` becomes 128, and its overlap at most
+        32); a sequence gives one per axis.
+    tile_overlap : int
+        Overlap of neighbouring tiles, pixels; less than half of ``tile_size``.
+    batch_size : int
+        Tiles per forward pass (tiles of consecutive planes share a batch).
+    device : str
+        ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
+    half : bool
+        float16 autocast on a CUDA device (ignored elsewhere).
+    spatial_ndim : {2, 3}
+        2: plane by plane. 3: volume by volume (a 3D U-Net sees overlapping 3D blocks; a 2D
+        U-Net predicts the planes and the objects are assembled in 3D by the watershed).
+    rgb, channel_axis, channel
+        How to read the image's channels (see
+        :func:`napari_segkit.algorithms.image.to_channels_last`). For a 1-channel model, RGB
+        becomes luminance and a multichannel image gives its channel ``channel``; a grey image is
+        replicated for a model of several input channels.
+    min_size : int, optional
+        Objects with fewer pixels are removed (instance output). ``None``: a tenth of the area
+        (volume) of a typical object, at least 4 pixels.
+    seed_threshold, distance_threshold : float
+        See :func:`napari_segkit.algorithms.watershed.instances_from_maps`.
+    progress : callable, optional
+        ``progress(done, total)`` in tiles; may raise
+        :class:`~napari_segkit.algorithms.image.Cancelled` to stop.
+    return_probabilities : bool
+        Also return the maps: ``background, interior, boundary, distance`` (instance model) or
+        one probability per class (semantic model).
+
+    Returns
+    -------
+    UNetResult
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: bad ``output``, ``diameter`` (0, negative, NaN, larger than the
+        image), tiling, channels, a 3D model without ``spatial_ndim=3``...
+
+    Examples
+    --------
+    >>> from napari_segkit.datasets import synthetic_nuclei
+    >>> img, _ = synthetic_nuclei((256, 256), n_nuclei=30, seed=3)
+    >>> res = predict_unet(img, "nuclei", device="cpu")  # doctest: +SKIP
+    >>> res.labels.max() == res.n_objects  # doctest: +SKIP
+    True
+    """
+    import torch
+
+    from .devices import configure_cudnn, use_half
+    from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
+
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+    wanted = _check_diameter(diameter)
+    if min_size is not None and int(min_size) < 0:
+        raise ValueError(f"min_size must be >= 0 or None; got {min_size}")
+    for name, value in (
+        ("seed_threshold", seed_threshold),
+        ("distance_threshold", distance_threshold),
+    ):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1; got {value}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    image = check_image(image)
+    if rgb is None:
+        rgb = channel_axis is None and len(image.shape) > 2 and image.shape[-1] in (3, 4)
+    chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
+    sp = spatial_ndim_for(chans.ndim - 1, spatial_ndim)
+    if not isinstance(model, LoadedUNet):
+        model = load_unet(model, device)
+    if model.ndim == 3 and sp != 3:
+        raise ValueError(
+            f"{model.source} is a 3D U-Net: pass a volume with spatial_ndim=3 "
+            f"(got spatial_ndim={spatial_ndim} for an image of shape {tuple(image.shape)})"
+        )
+    lead = tuple(int(s) for s in chans.shape[: chans.ndim - 1 - sp])
+    block_shape = tuple(int(s) for s in chans.shape[len(lead) : -1])
+    if wanted is not None and wanted > max(block_shape):
+        raise ValueError(
+            f"diameter={diameter} is larger than the image ({block_shape} pixels per block)"
+        )
+    if isinstance(tile_size, int) and model.ndim == 3 and tile_size > MAX_TILE_3D:
+        tile_size = MAX_TILE_3D  # a 512**3 block would not fit in memory
+        if isinstance(tile_overlap, int):
+            tile_overlap = min(tile_overlap, MAX_TILE_3D // 4)
+    tiles, overlaps = check_tiling(tile_size, tile_overlap, model.ndim)
+    out_shape = (*lead, *block_shape)
+    check_memory(int(np.prod(out_shape, dtype=np.int64)) * 4 * 4, "the network's maps")
+    adapt = _channel_adapter(int(chans.shape[-1]), model.in_channels, bool(rgb), int(channel))
+    prepare = _prepare(adapt, model.normalisation)
+    dev = model.device
+    half_on = use_half(dev, half)
+    configure_cudnn(dev)
+    n_out = model.out_channels
+    predictor = TiledPredictor(
+        _forward(model, half_on),
+        n_out,
+        tile_size=tiles,
+        overlap=overlaps,
+        batch_size=int(batch_size),
+        multiple=2 ** int(model.config["depth"]),
+    )
+    all_blocks = list(np.ndindex(*lead))
+    messages: list[str] = []
+    obj_d = model.object_diameter
+    if model.task == "instance":
+        map_names = list(INSTANCE_MAP_NAMES)
+        class_names = list(model.class_names)
+    else:
+        map_names = list(model.class_names)
+        class_names = list(model.class_names)
+
+    def postprocess(maps: np.ndarray, d_used: float | None) -> tuple[np.ndarray, dict]:
+        if output == "semantic":
+            if model.task == "instance":
+                lab = ((maps[1] + maps[2]) > 0.5).astype(np.uint8)
+            else:
+                lab = np.argmax(maps, axis=0)
+            return lab, {}
+        if model.task == "instance":
+            lab = ws.instances_from_maps(
+                maps[1],
+                maps[2],
+                maps[3],
+                min_size=_min_size(min_size, d_used, maps.ndim - 1),
+                seed_threshold=seed_threshold,
+                distance_threshold=distance_threshold,
+            )
+            return lab, ws.objects_table(lab, maps[1], class_names=class_names)
+        from ..algorithms.panoptic import things_from_classes
+
+        classes = np.argmax(maps, axis=0)
+        lab = things_from_classes(classes, list(range(1, len(class_names))))
+        lab = ws._relabel_min_size(lab, _min_size(min_size, d_used, maps.ndim - 1))
+        score = np.take_along_axis(maps, classes[None], axis=0)[0]
+        ids = np.unique(lab)
+        ids = ids[ids > 0]
+        table = ws.objects_table(
+            lab, score, class_ids=_classes_of(lab, classes, ids), class_names=class_names
+        )
+        return lab, table
+
+    done = [0]
+    total = [0]
+
+    def on_batch(n: int) -> None:
+        done[0] += n
+        report(progress, done[0], total[0])
+
+    def run(blocks: list, scale: float) -> Any:
+        return dense_maps(
+            chans,
+            spatial_ndim=sp,
+            model_ndim=model.ndim,
+            prepare=prepare,
+            predictor=predictor,
+            device=dev,
+            scale=scale,
+            blocks=blocks,
+            on_batch=on_batch,
+        )
+
+    def n_tiles(n_blocks: int, scale: float) -> int:
+        return count_tiles(
+            chans.shape,
+            spatial_ndim=sp,
+            model_ndim=model.ndim,
+            predictor=predictor,
+            scale=scale,
+            n_blocks=n_blocks,
+        )
+
+    scale = 1.0
+    d_used: float | None = None
+    first: dict[tuple, np.ndarray] = {}
+    with model.lock, torch.inference_mode():
+        if obj_d is None:
+            if wanted is not None:
+                messages.append(
+                    f"the model has no object_diameter: diameter={wanted:g} ignored, no rescaling"
+                )
+        elif wanted is not None:
+            d_used, scale = wanted, obj_d / wanted
+        else:
+            probe = _probe_blocks(all_blocks, 4)
+            total[0] = 2 * n_tiles(len(probe), 1.0)
+            report(progress, 0, total[0])
+            diameters = []
+            keep_all = len(probe) == len(all_blocks)
+            for b, maps in run(probe, 1.0):
+                lab = _first_pass_labels(maps, model, seed_threshold, distance_threshold)
+                diameters.append(ws._object_diameters(lab))
+                if keep_all:
+                    first[b] = maps
+            pooled = np.concatenate(diameters) if diameters else np.zeros(0)
+            if pooled.size == 0:
+                messages.append(
+                    "no object found at native scale to estimate the diameter: not rescaled"
+                )
+            else:
+                est = float(np.median(pooled))
+                lo, hi = AUTO_SCALE_RANGE
+                raw = obj_d / est
+                scale = float(min(max(raw, lo), hi))
+                d_used = obj_d / scale
+                messages.append(
+                    f"estimated object diameter {est:.1f} px from {pooled.size} object(s) "
+                    f"(model's {obj_d:g} px): scale {scale:.3g}"
+                    + (f" (clipped from {raw:.3g})" if scale != raw else "")
+                )
+            if abs(scale - 1.0) < 0.1:
+                scale, d_used = 1.0, (d_used if pooled.size else None)
+            else:
+                first = {}
+            done[0] = total[0] // 2
+        if scale != 1.0:
+            from .tiling import scaled_shape
+
+            scaled = scaled_shape(block_shape[sp - model.ndim :], scale)
+            check_memory(
+                int(np.prod(scaled, dtype=np.int64))
+                * 4
+                * (n_out + model.in_channels)
+                * max(1, block_shape[0] if model.ndim < sp else 1),
+                "the rescaled image",
+            )
+        todo = [b for b in all_blocks if b not in first]
+        total[0] = done[0] + n_tiles(len(todo), scale)
+        report(progress, done[0], total[0])
+        labels_dtype = np.int32 if output == "instance" else _class_dtype(len(class_names))
+        labels_out = np.zeros(out_shape, labels_dtype)
+        probs = None
+        if return_probabilities:
+            check_memory(int(np.prod(out_shape, dtype=np.int64)) * 4 * n_out, "the probabilities")
+            probs = np.zeros((*out_shape, n_out), np.float32)
+        rows: list[dict[str, np.ndarray]] = []
+        offset = 0
+
+        if first:  # the native-scale pass covered every block and no rescaling is needed
+            source = ((b, first.pop(b)) for b in all_blocks)
+        else:
+            source = run(todo, scale)
+        for b, maps in source:
+            lab, table = postprocess(maps, d_used)
+            if probs is not None:
+                probs[b] = np.moveaxis(maps, 0, -1)
+            if output == "instance":
+                n = int(lab.max(initial=0))
+                if offset:
+                    lab = np.where(lab > 0, lab + offset, 0)
+                    table["label"] = table["label"] + offset
+                if offset + n > np.iinfo(np.int32).max:
+                    raise ValueError(f"more objects ({offset + n}) than int32 labels can hold")
+                offset += n
+                if lead:
+                    index = np.tile(np.array(b, np.int64), (len(table["label"]), 1))
+                    table = {
+                        **{f"axis{k}": index[:, k] for k in range(len(lead))},
+                        **table,
+                    }
+                rows.append(table)
+            labels_out[b] = lab
+    if output == "instance":
+        if rows:
+            table = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        else:
+            table = ws.objects_table(np.zeros((1,) * sp, np.int32), class_names=class_names)
+            if lead:
+                table = {**{f"axis{k}": np.zeros(0, np.int64) for k in range(len(lead))}, **table}
+    else:
+        counts = np.bincount(labels_out.ravel(), minlength=len(class_names))
+        table = {
+            "label": np.arange(len(class_names), dtype=np.int64),
+            "class_id": np.arange(len(class_names), dtype=np.int64),
+            "class_name": np.array(class_names, dtype=object),
+            "area": counts[: len(class_names)].astype(np.int64),
+        }
+    params = dict(
+        model=model.source,
+        task=model.task,
+        output=output,
+        diameter=wanted,
+        diameter_used=d_used,
+        scale=scale,
+        tile_size=list(tiles),
+        tile_overlap=list(overlaps),
+        batch_size=int(batch_size),
+        device=str(dev),
+        half=half_on,
+        spatial_ndim=sp,
+        min_size=min_size,
+        seed_threshold=float(seed_threshold),
+        distance_threshold=float(distance_threshold),
+    )
+    return UNetResult(
+        labels_out,
+        table,
+        class_names
+        if output == "instance" or model.task == "semantic"
+        else ["background", class_names[-1]],
+        output,
+        probs,
+        map_names if return_probabilities else [],
+        d_used,
+        scale,
+        params,
+        messages,
+    )
+
+
+def _min_size(min_size: int | None, diameter: float | None, ndim: int) -> int:
+    """``min_size``, or a tenth of a typical object's area/volume (at least 4 pixels)."""
+    if min_size is not None:
+        return int(min_size)
+    if diameter is None:
+        return 4
+    d = float(diameter)
+    typical = math.pi / 6 * d**3 if ndim == 3 else math.pi / 4 * d**2
+    return max(4, int(0.1 * typical))
+
+
+def _class_dtype(n_classes: int) -> Any:
+    return np.uint8 if n_classes <= 256 else np.uint16
+
+
+def _classes_of(lab: np.ndarray, classes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The class of each object ``ids`` of ``lab`` (all its pixels share one class)."""
+    if ids.size == 0:
+        return np.zeros(0, np.int64)
+    from scipy import ndimage as ndi
+
+    return np.asarray(ndi.maximum(classes, lab, ids), np.int64)
+
+
+def _probe_blocks(blocks: list[tuple], n: int) -> list[tuple]:
+    """At most ``n`` blocks spread evenly over ``blocks`` (all of them if there are few)."""
+    if len(blocks) <= n:
+        return list(blocks)
+    picks = np.linspace(0, len(blocks) - 1, n).round().astype(int)
+    return [blocks[i] for i in sorted(set(picks.tolist()))]
+
+
+def _first_pass_labels(
+    maps: np.ndarray, model: LoadedUNet, seed_threshold: float, distance_threshold: float
+) -> np.ndarray:
+    """Objects of a native-scale pass, to measure their size."""
+    if model.task == "instance":
+        return ws.instances_from_maps(
+            maps[1],
+            maps[2],
+            maps[3],
+            min_size=4,
+            seed_threshold=seed_threshold,
+            distance_threshold=distance_threshold,
+        )
+    from ..algorithms.panoptic import things_from_classes
+
+    classes = np.argmax(maps, axis=0)
+    return things_from_classes(classes, list(range(1, maps.shape[0])))

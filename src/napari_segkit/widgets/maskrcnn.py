@@ -6,8 +6,6 @@ torch is imported only when Run (or Download weights) is pressed, inside
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +119,9 @@ class MaskRCNNWidget(SegmentWidget):
             return None
 
         def fetch() -> str:
-            from ..models import maskrcnn as mr
+            from ..models import weights
 
-            return str(mr.download_weights(architecture, progress=False))
+            return str(weights.download_weights(architecture, progress=False))
 
         def done(path: str) -> None:
             self.status.value = f"weights ready: {path}"
@@ -158,10 +156,9 @@ def _import_torch() -> None:
     which this plugin does not use, so inside napari it is hidden from torch (an ``import triton``
     then raises ImportError instead of crashing). Set ``NAPARI_SEGKIT_ALLOW_TRITON=1`` to keep it.
     """
-    if "triton" not in sys.modules and not os.environ.get("NAPARI_SEGKIT_ALLOW_TRITON"):
-        sys.modules["triton"] = None  # type: ignore[assignment]
-    from ..models.maskrcnn import import_torch
+    from ..models.devices import hide_triton, import_torch
 
+    hide_triton()
     import_torch()
 
 

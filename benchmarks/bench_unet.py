@@ -1,0 +1,121 @@
+"""U-Net inference cost: tiled, blended ``predict_unet`` vs one plain forward pass of the whole image.
+
+From one run in one process, on a generated nuclei image (uint16):
+
+(a) baseline: normalize, one ``module(x)`` on the whole image (padded to a multiple of 16),
+    softmax, maps back to numpy: the least any U-Net inference can do (no tiles, no labels);
+(b) ours, maps: :func:`napari_segkit.models.unet.predict_unet` with ``output="semantic"`` (tiles
+    of ``--tile`` with ``--overlap``, blended, batched, float16 autocast on a GPU, argmax);
+(c) ours, objects: ``output="instance"`` (b) plus the seeded watershed and the table.
+
+The network is a U-Net of depth 4 and width 32 with random weights (timing only: the watershed
+sees meaningless maps, so (c)'s post-processing time is indicative). No rescaling (the model has
+no ``object_diameter``).
+
+Usage::
+
+    python benchmarks/bench_unet.py                       # GPU if there is one
+    python benchmarks/bench_unet.py --device cpu --size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from napari_segkit.datasets import synthetic_nuclei
+from napari_segkit.models import unet
+from napari_segkit.models.devices import resolve_device
+from napari_segkit.models.normalize import normalize
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def best(func, repeat: int, dev: torch.device) -> float:
+    times = []
+    for _ in range(repeat):
+        sync(dev)
+        t0 = time.perf_counter()
+        func()
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=None, help="image edge (default 2048 GPU, 512 CPU)")
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    dev = resolve_device(args.device)
+    size = args.size or (2048 if dev.type == "cuda" else 512)
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"{torch.get_num_threads()}, GPU: {gpu}; device {dev}"
+    )
+    torch.manual_seed(0)
+    net = unet.build_unet(depth=4, width=32)
+    model = unet._ready(
+        unet.LoadedUNet(net, net.config, "instance", ["background", "object"], {}, None, "random"),
+        dev,
+    )
+    img, _ = synthetic_nuclei((size, size), n_nuclei=size * size // 1500, seed=1)
+
+    def plain() -> np.ndarray:
+        x = torch.from_numpy(normalize(img[..., None])[..., 0])[None, None].to(dev)
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"),
+        ):
+            y = model.module(x)
+        return torch.softmax(y[:, :3].float(), 1).cpu().numpy()
+
+    def ours(output: str):
+        return unet.predict_unet(
+            img,
+            model,
+            output=output,
+            tile_size=args.tile,
+            tile_overlap=args.overlap,
+            batch_size=args.batch,
+            device=dev,
+        )
+
+    plain()
+    ours("semantic")  # warm-up (cuDNN autotuning, allocator)
+    t_plain = best(plain, args.repeat, dev)
+    t_maps = best(lambda: ours("semantic"), args.repeat, dev)
+    t_inst = best(lambda: ours("instance"), args.repeat, dev)
+    mpx = size * size / 1e6
+    print(
+        f"image {size} x {size} ({mpx:.2f} Mpx), tiles {args.tile}/{args.overlap}, "
+        f"batch {args.batch}"
+    )
+    print(f"(a) plain forward, whole image : {t_plain:8.3f} s  ({mpx / t_plain:7.2f} Mpx/s)")
+    print(
+        f"(b) predict_unet, maps         : {t_maps:8.3f} s  ({mpx / t_maps:7.2f} Mpx/s)"
+        f"  ratio to (a) {t_maps / t_plain:5.2f}"
+    )
+    print(
+        f"(c) predict_unet, objects      : {t_inst:8.3f} s  ({mpx / t_inst:7.2f} Mpx/s)"
+        f"  ratio to (a) {t_inst / t_plain:5.2f}"
+    )
+    if dev.type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Input normalization shared by the models (pure numpy; no torch).
+
+Every segkit model sees its input scaled per image (per plane or per volume) and per channel so
+that the ``percentiles`` (1 and 99.8 by default) map to 0 and 1: the same nuclei image in uint8,
+uint16 or float gives the same input. The models' checkpoints keep the rule under the metadata key
+``"normalisation"`` (a dict; see :data:`DEFAULT_PERCENTILES`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+#: Percentiles mapped to 0 and 1.
+DEFAULT_PERCENTILES = (1.0, 99.8)
+#: Values sampled per image to estimate the percentiles (a strided subset of larger images).
+SAMPLE_SIZE = 65536
+
+
+def normalization_range(block: np.ndarray, norm: dict[str, Any] | None = None) -> tuple:
+    """Per-channel ``(lo, scale)`` so that ``(block - lo) * scale`` is about 0..1.
+
+    Parameters
+    ----------
+    block : ndarray, shape (..., C)
+        One plane ``(Y, X, C)`` or volume ``(Z, Y, X, C)``, channels last.
+    norm : dict, optional
+        ``{"percentiles": [lo, hi]}`` (default :data:`DEFAULT_PERCENTILES`); with
+        ``"uint8_rgb": "divide_255"`` an 8-bit 3-channel block is divided by 255 instead.
+
+    Returns
+    -------
+    lo, scale : ndarray of float32, shape (C,)
+        NaN and infinite values are ignored; a constant channel gets ``scale = 1``.
+
+    Examples
+    --------
+    >>> lo, scale = normalization_range(np.arange(1000.0).reshape(10, 100, 1))
+    >>> round(float(lo[0]), 2), round(float(1 / scale[0]), 2)
+    (9.99, 987.01)
+    """
+    norm = norm or {}
+    block = np.asarray(block)
+    c = block.shape[-1]
+    if c == 3 and block.dtype == np.uint8 and norm.get("uint8_rgb") == "divide_255":
+        return np.zeros(3, np.float32), np.full(3, 1 / 255, np.float32)
+    p_lo, p_hi = norm.get("percentiles", DEFAULT_PERCENTILES)
+    spatial = block.shape[:-1]
+    step = max(1, int((math.prod(spatial) / SAMPLE_SIZE) ** (1 / len(spatial))))
+    sub = block[tuple(slice(None, None, step) for _ in spatial)].reshape(-1, c).astype(np.float32)
+    lo = np.zeros(c, np.float32)
+    scale = np.ones(c, np.float32)
+    for k in range(c):
+        values = sub[:, k]
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        a, b = np.percentile(values, (p_lo, p_hi))
+        lo[k] = a
+        scale[k] = 1.0 / (b - a) if b > a else 1.0
+    return lo, scale
+
+
+def normalize(block: np.ndarray, norm: dict[str, Any] | None = None) -> np.ndarray:
+    """``block`` (channels last) scaled by :func:`normalization_range`, float32, NaN set to 0.
+
+    Examples
+    --------
+    >>> x = normalize(np.linspace(0, 100, 64 * 64).reshape(64, 64, 1))
+    >>> bool(-0.1 < x.min() < 0.0 and 1.0 < x.max() < 1.1)
+    True
+    """
+    lo, scale = normalization_range(block, norm)
+    out = (np.asarray(block, dtype=np.float32) - lo) * scale
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
