@@ -11,9 +11,9 @@ from scipy import ndimage as ndi  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from napari_segkit.algorithms.image import Cancelled  # noqa: E402
-from napari_segkit.algorithms.instances import match_instances  # noqa: E402
 from napari_segkit.algorithms.watershed import _median_diameter  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
+from napari_segkit.metrics import match_instances  # noqa: E402
 from napari_segkit.models import unet  # noqa: E402
 from napari_segkit.models.checkpoints import save_checkpoint  # noqa: E402
 from napari_segkit.models.normalize import normalize  # noqa: E402
