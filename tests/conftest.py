@@ -37,3 +37,12 @@ def hub(tmp_path):
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
     torch.hub.set_dir(old)
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_path(tmp_path_factory):
+    """A tiny instance U-Net trained on generated nuclei for this test run (see tiny_unet.py)."""
+    pytest.importorskip("torch")
+    from tiny_unet import make_tiny_unet
+
+    return make_tiny_unet(tmp_path_factory.mktemp("unet"))

@@ -13,7 +13,7 @@ SPECS = params.all_specs()
 
 
 def test_every_method_is_declared():
-    assert [s.name for s in SPECS] == ["threshold", "edges", "kmeans", "maskrcnn"]
+    assert [s.name for s in SPECS] == ["threshold", "edges", "kmeans", "maskrcnn", "cnn"]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

@@ -80,7 +80,7 @@ def _die(command: str, err: BaseException | str) -> int:
 # ---- the methods' subcommands, generated from their one parameter declaration ------------------
 
 #: method subcommands, in the order of ``segkit --help``
-METHOD_COMMANDS = ("threshold", "edges", "kmeans", "maskrcnn")
+METHOD_COMMANDS = ("threshold", "edges", "kmeans", "maskrcnn", "cnn")
 #: where the stack option comes from: auto decides from the file's axes (T: plane by plane)
 STACK_CHOICES = ("auto", "planes", "volume")
 #: parsed method parameters live under this prefix (``--output`` is the labels file, not a parameter)

@@ -241,6 +241,7 @@ _SPEC_MODULES = {
     "edges": "napari_segkit.algorithms.edges",
     "kmeans": "napari_segkit.algorithms.kmeans",
     "maskrcnn": "napari_segkit.models.maskrcnn",
+    "cnn": "napari_segkit.models.cnn",
 }
 
 

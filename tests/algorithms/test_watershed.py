@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_segkit.metrics import match_instances
 from napari_segkit.algorithms.watershed import (
     _median_diameter,
     instances_from_maps,
     objects_table,
 )
+from napari_segkit.metrics import match_instances
 
 
 def _disks(shape, centres, radius):

@@ -7,8 +7,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from scipy import ndimage as ndi  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
 
 from napari_segkit.algorithms.image import Cancelled  # noqa: E402
 from napari_segkit.algorithms.watershed import _median_diameter  # noqa: E402
@@ -16,7 +14,7 @@ from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
 from napari_segkit.metrics import match_instances  # noqa: E402
 from napari_segkit.models import unet  # noqa: E402
 from napari_segkit.models.checkpoints import save_checkpoint  # noqa: E402
-from napari_segkit.models.normalize import normalize  # noqa: E402
+from tiny_unet import TINY_DIAMETER  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,71 +27,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-DIAMETER = 12.0  # the training nuclei: radius 4..8 px
-
-
-def _targets(lab):
-    """Minimal stand-in for algorithms.targets.instance_targets (classes, normalized distance)."""
-    rim = find_boundaries(lab, mode="inner") & (lab > 0)
-    classes = np.where(lab > 0, np.where(rim, 2, 1), 0)
-    dist = ndi.distance_transform_edt((lab > 0) & ~rim) + (lab > 0)
-    top = np.asarray(ndi.maximum(dist, lab, np.arange(lab.max() + 1)))
-    top[top == 0] = 1
-    return classes, (dist / top[lab]) * (lab > 0)
-
-
-def _train_tiny(steps=60, seed=0):
-    rng = np.random.default_rng(seed)
-    batches = []
-    for _ in range(15):
-        xs, cs, ds = [], [], []
-        for _ in range(8):
-            img, lab = synthetic_nuclei(
-                (64, 64),
-                n_nuclei=int(rng.integers(3, 10)),
-                radius=(4, 8),
-                touching=bool(rng.random() < 0.5),
-                noise=0.05,
-                seed=int(rng.integers(2**31)),
-            )
-            c, d = _targets(lab)
-            xs.append(normalize(img[..., None])[..., 0])
-            cs.append(c)
-            ds.append(d)
-        batches.append(
-            (
-                torch.tensor(np.array(xs))[:, None],
-                torch.tensor(np.array(cs)).long(),
-                torch.tensor(np.array(ds)).float(),
-            )
-        )
-    torch.manual_seed(seed)
-    net = unet.build_unet(depth=2, width=8, norm="batch")
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    weight = torch.tensor([1.0, 1.0, 2.0])
-    for step in range(steps):
-        x, c, d = batches[step % len(batches)]
-        y = net(x)
-        loss = torch.nn.functional.cross_entropy(y[:, :3], c, weight=weight)
-        loss = loss + 5 * ((y[:, 3] - d) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net
+DIAMETER = TINY_DIAMETER
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    net = _train_tiny()
-    path = tmp_path_factory.mktemp("unet") / "tiny.safetensors"
-    unet.save_unet(
-        net,
-        path,
-        class_names=["background", "nucleus"],
-        object_diameter=DIAMETER,
-        training={"steps": 60, "data": "synthetic_nuclei 64x64"},
-    )
-    return path
+def tiny_path(tiny_unet_path):
+    return tiny_unet_path
 
 
 @pytest.fixture(scope="module")

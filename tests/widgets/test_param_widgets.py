@@ -22,7 +22,7 @@ def test_widget_and_cli_defaults_are_the_same(name, viewer, dock, tmp_path):
     in_widget = spec.split(widget.params.values())[0]
     args = build_parser().parse_args([name, "in.tif", "-o", str(tmp_path / "o.tif")])
     cli = method_parameters(spec, args)
-    if name == "maskrcnn":
+    if name in ("maskrcnn", "cnn"):
         in_widget["model"] = widget.model.value
     assert in_widget == cli
 

@@ -317,6 +317,7 @@ class SegmentWidget(Container):
             params=recorded,
             channel_axis=inp.channel_axis,
             **({"features": result.features} if result.features is not None else {}),
+            **result.layer_kwargs,
         )
         for data, kwargs, layer_type in result.extra_layers:
             kwargs = dict(kwargs)

@@ -33,6 +33,8 @@ class SegmentationResult:
     extra_layers: list = field(default_factory=list)
     #: a line for the user (shown as a notification), e.g. instances that lost all their pixels
     message: str | None = None
+    #: further keyword arguments of the Labels layer (e.g. a fixed color per class)
+    layer_kwargs: dict = field(default_factory=dict)
 
 
 def unwrap(obj: Any) -> Any:
@@ -126,3 +128,36 @@ def own_outputs(viewer: Any, source_name: str, method: str) -> list:
         if layer in _OWN and meta.get("source") == source_name and meta.get("method") == method:
             out.append(layer)
     return out
+
+
+#: Fixed colors of the first classes (class 1, 2, ...), as napari color strings.
+CLASS_COLORS = (
+    "#e6194b",
+    "#3cb44b",
+    "#ffe119",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#fabebe",
+    "#008080",
+    "#e6beff",
+    "#9a6324",
+    "#fffac8",
+    "#800000",
+    "#aaffc3",
+    "#808000",
+    "#ffd8b1",
+    "#000075",
+    "#808080",
+)
+
+
+def class_colormap(n_classes: int) -> dict:
+    """A fixed color per class for a Labels layer of classes (0, the background, transparent)."""
+    colors: dict = {None: "transparent", 0: "transparent"}
+    for c in range(1, n_classes):
+        colors[c] = CLASS_COLORS[(c - 1) % len(CLASS_COLORS)]
+    return colors
