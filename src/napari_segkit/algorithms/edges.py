@@ -11,16 +11,20 @@ stacks, dask) and turns edges into labelled regions in one of two ways:
 
 Kernel convention
 -----------------
-The Sobel kernels are applied as **correlations** (``scipy.ndimage.correlate``: the kernel is laid
-on the image as written, no flip), so for a 2D image ``out[i, j] = sum(k[a, b] * image[i + a - 1,
-j + b - 1])``:
+:func:`sobel_h` and :func:`sobel_v` follow scikit-image's ``skimage.filters.sobel_h``/``sobel_v``
+(sign and orientation), unnormalised: 4 times scikit-image's values. Written as **correlations**
+(the kernel laid on the image as written, no flip; ``scipy.ndimage.correlate``), so for a 2D image
+``out[i, j] = sum(k[a, b] * image[i + a - 1, j + b - 1])``:
 
-- :func:`sobel_h` uses ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``: it responds to horizontal edges
-  (intensity changing from row to row), positive where the image is brighter above
-  (``sobel_h == -scipy.ndimage.sobel(image, axis=0) == -4 * skimage.filters.sobel_h(image)``);
-- :func:`sobel_v` uses ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``: it responds to vertical edges,
-  positive where the image is brighter on the right
-  (``sobel_v == scipy.ndimage.sobel(image, axis=1) == 4 * skimage.filters.sobel_v(image)``).
+- :func:`sobel_h` correlates ``[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]`` (scikit-image's
+  ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]`` as a convolution): it responds to horizontal edges
+  (intensity changing from row to row), positive where the image is brighter below
+  (``sobel_h == sobel(image, axis=0) == scipy.ndimage.sobel(image, axis=0)
+  == 4 * skimage.filters.sobel_h(image)``);
+- :func:`sobel_v` correlates ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``: it responds to vertical
+  edges, positive where the image is brighter on the right
+  (``sobel_v == sobel(image, axis=1) == scipy.ndimage.sobel(image, axis=1)
+  == 4 * skimage.filters.sobel_v(image)``).
 
 :func:`laplace` uses the 8-neighbour kernel ``[[1, 1, 1], [1, -8, 1], [1, 1, 1]]`` (symmetric, so
 correlation and convolution agree); in 3D its 26-neighbour analogue (all ones, -26 in the centre).
@@ -28,6 +32,7 @@ correlation and convolution agree); in 3D its 26-neighbour analogue (all ones, -
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -53,10 +58,6 @@ MARKERS = ("threshold", "local_minima")
 #: Border modes (as scipy.ndimage names them).
 BORDER_MODES = ("reflect", "constant", "nearest", "mirror", "wrap")
 
-_H = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float32)
-_V = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
-_LAPLACE8 = np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], dtype=np.float32)
-
 
 # ---- input helpers -----------------------------------------------------------------------------
 def _check_mode(mode: str) -> str:
@@ -65,24 +66,138 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _float32(image: Any, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
-    """``image`` as float32 with every NaN/inf replaced by its nearest finite pixel's value.
+def _finite(image: Any, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` as a numpy array (its own dtype) with every NaN/inf replaced by its nearest
+    finite pixel's value (then float32); and the mask of the replaced pixels (None if none was).
 
-    Returns the array and the mask of the pixels that were not finite (None if all were).
-    A nearest-neighbour fill (rather than a constant) makes no false edge around a NaN region.
+    The filters read the result strip by strip and convert each strip to float32 on the fly, so an
+    integer or finite float image is never copied whole. A value that float32 cannot hold (beyond
+    about 3.4e38) counts as infinite. A nearest-neighbour fill (rather than a constant) makes no
+    false edge around a NaN region.
     """
-    image = check_image(image, name=name)
-    x = np.asarray(image, dtype=np.float32)
-    if np.dtype(image.dtype).kind == "f":
-        finite = np.isfinite(x)
-        if not finite.all():
-            if not finite.any():
-                raise ValueError(f"{name} has no finite value (all NaN or infinite)")
-            bad = ~finite
-            idx = ndi.distance_transform_edt(bad, return_distances=False, return_indices=True)
-            x = x[tuple(idx)]
-            return x, bad
-    return x, None
+    image = np.asarray(check_image(image, name=name))
+    if image.dtype.kind != "f" or _all_finite32(image):
+        return image, None
+    with np.errstate(over="ignore"):
+        x = np.asarray(image, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.all():
+        raise ValueError(f"{name} has no finite value (all NaN or infinite)")
+    idx = ndi.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    return x[tuple(idx)], bad
+
+
+def _all_finite32(x: np.ndarray) -> bool:
+    """Whether every value of float ``x`` is finite in float32, checked in bounded chunks."""
+    step = max(1, _STRIP_BYTES // max(1, x[:1].size * x.itemsize))
+    for r0 in range(0, x.shape[0], step):
+        chunk = x[r0 : r0 + step]
+        if chunk.dtype != np.float32:
+            with np.errstate(over="ignore"):  # beyond float32: inf, caught below
+                chunk = chunk.astype(np.float32)
+        if not np.isfinite(chunk).all():
+            return False
+    return True
+
+
+def _float32(image: Any, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_finite`, as a float32 array."""
+    x, bad = _finite(image, name)
+    return np.asarray(x, dtype=np.float32), bad
+
+
+# ---- separable 3-tap filters, strip by strip ----------------------------------------------------
+# Axis 0 is done with whole-row numpy arithmetic on a strip of rows that carries one halo row on
+# each side (built as ``mode`` extends the image), every other axis with ``ndi.correlate1d``. A
+# strip is small enough for its few float32 buffers to stay in the CPU cache; scipy's correlate1d
+# along axis 0 of a C-ordered array walks memory with a large stride and is several times slower.
+#: Bytes of one float32 strip buffer.
+_STRIP_BYTES = 1 << 19
+_SMOOTH = np.array([1.0, 2.0, 1.0])
+_DERIV = np.array([-1.0, 0.0, 1.0])
+_ONES = np.array([1.0, 1.0, 1.0])
+
+
+def _border_row(i: int, n: int, mode: str) -> int | None:
+    """Which row ``mode`` repeats at row ``i`` (-1 or ``n``) outside ``n`` rows; None: cval."""
+    if mode == "constant":
+        return None
+    if i < 0:
+        return {"reflect": 0, "nearest": 0, "mirror": min(1, n - 1), "wrap": n - 1}[mode]
+    return {"reflect": n - 1, "nearest": n - 1, "mirror": max(n - 2, 0), "wrap": 0}[mode]
+
+
+def _strips(x: np.ndarray, mode: str, cval: float) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(r0, r1, p)``: rows ``r0 - 1 .. r1`` of ``x`` in float32 (one reused buffer)."""
+    n = x.shape[0]
+    step = max(1, _STRIP_BYTES // (4 * max(1, x[:1].size)))
+    buf = np.empty((min(step, n) + 2,) + x.shape[1:], dtype=np.float32)
+    for r0 in range(0, n, step):
+        r1 = min(r0 + step, n)
+        p = buf[: r1 - r0 + 2]
+        p[1:-1] = x[r0:r1]
+        for dst, i in ((0, r0 - 1), (-1, r1)):
+            j = i if 0 <= i < n else _border_row(i, n, mode)
+            p[dst] = cval if j is None else x[j]
+        yield r0, r1, p
+
+
+def _pass_other_axes(
+    p: np.ndarray, weights: list[np.ndarray], q: np.ndarray, mode: str, cval: float
+) -> np.ndarray:
+    """Correlate ``p`` with ``weights[ax]`` along every axis ``ax >= 1`` (last first) into ``q``.
+
+    For ``mode='constant'`` a later pass sees the earlier passes applied to the constant: its cval
+    is ``cval`` times the sums of their weights (0 after a derivative).
+    """
+    src, c = p, cval
+    for ax in range(p.ndim - 1, 0, -1):
+        ndi.correlate1d(src, weights[ax], axis=ax, output=q, mode=mode, cval=c)
+        src, c = q, c * float(weights[ax].sum())
+    return q
+
+
+def _sobel_into(x: np.ndarray, axes: tuple[int, ...], mode: str, cval: float, out: np.ndarray):
+    """Sobel derivative of ``x`` along ``axes[0]`` into float32 ``out`` or, for several axes, the
+    magnitude ``sqrt(sum of their squares)``. ``x``: any real dtype, finite."""
+    qbuf = gbuf = None
+    for r0, r1, p in _strips(x, mode, cval):
+        if qbuf is None:
+            qbuf, gbuf = np.empty_like(p), np.empty_like(p[2:])
+        q, o = qbuf[: len(p)], out[r0:r1]
+        for k, axis in enumerate(axes):
+            weights = [_DERIV if ax == axis else _SMOOTH for ax in range(x.ndim)]
+            _pass_other_axes(p, weights, q, mode, cval)
+            g = o if k == 0 else gbuf[: r1 - r0]
+            if axis == 0:
+                np.subtract(q[2:], q[:-2], out=g)
+            else:
+                np.add(q[:-2], q[2:], out=g)
+                g += q[1:-1]
+                g += q[1:-1]
+            if len(axes) > 1:
+                np.multiply(g, g, out=g)
+                if k:
+                    o += g
+        if len(axes) > 1:
+            np.sqrt(o, out=o)
+    return out
+
+
+def _laplace_into(x: np.ndarray, mode: str, cval: float, out: np.ndarray) -> np.ndarray:
+    """Sum of the 3x3(x3) neighbourhood minus 3**ndim times the centre, into float32 ``out``."""
+    qbuf = gbuf = None
+    centre = np.float32(3**x.ndim)
+    for r0, r1, p in _strips(x, mode, cval):
+        if qbuf is None:
+            qbuf, gbuf = np.empty_like(p), np.empty_like(p[2:])
+        q, o, g = qbuf[: len(p)], out[r0:r1], gbuf[: r1 - r0]
+        _pass_other_axes(p, [_ONES] * x.ndim, q, mode, cval)
+        np.add(q[:-2], q[2:], out=o)
+        o += q[1:-1]
+        np.multiply(p[1:-1], centre, out=g)
+        o -= g
+    return out
 
 
 def _smooth(x: np.ndarray, sigma: float, mode: str, cval: float) -> np.ndarray:
@@ -98,7 +213,8 @@ def sobel(image: Any, axis: int = -1, *, mode: str = "reflect", cval: float = 0.
     The derivative kernel ``[-1, 0, 1]`` is correlated along ``axis`` and the smoothing kernel
     ``[1, 2, 1]`` along every other axis (``scipy.ndimage.sobel``'s convention): positive where the
     intensity increases along ``axis``. A 2D image gets the classic 3x3 kernels, a 3D volume the
-    3x3x3 Sobel. Not normalised (the 2D kernels sum to 8 in absolute value).
+    3x3x3 Sobel. Not normalised (the 2D kernels sum to 8 in absolute value; scikit-image's
+    ``sobel(image, axis=axis)`` is this divided by 4 in 2D, 16 in 3D).
 
     Parameters
     ----------
@@ -122,25 +238,11 @@ def sobel(image: Any, axis: int = -1, *, mode: str = "reflect", cval: float = 0.
     array([ 0., 36., 36.], dtype=float32)
     """
     _check_mode(mode)
-    x, _ = _float32(image)
+    x, _ = _finite(image)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis={axis} is out of range for an image of {x.ndim} dimensions")
-    return _sobel(x, axis, mode, cval)
-
-
-def _sobel(x: np.ndarray, axis: int, mode: str, cval: float, out: np.ndarray | None = None):
-    """Separable Sobel of float32 ``x``; exact for ``mode='constant'`` with any ``cval``.
-
-    (``scipy.ndimage.sobel`` pads its smoothing passes with ``cval`` too; the true 2D correlation
-    of a ``cval``-padded image has 0 there, since the derivative of a constant is 0.)
-    """
-    out = np.empty(x.shape, dtype=np.float32) if out is None else out
-    axis = axis % x.ndim
-    ndi.correlate1d(x, [-1.0, 0.0, 1.0], axis=axis, output=out, mode=mode, cval=cval)
-    for other in range(x.ndim):
-        if other != axis:
-            ndi.correlate1d(out, [1.0, 2.0, 1.0], axis=other, output=out, mode=mode, cval=0.0)
-    return out
+    out = np.empty(x.shape, dtype=np.float32)
+    return _sobel_into(x, (axis % x.ndim,), mode, cval, out)
 
 
 def _check_2d(image: Any, name: str) -> None:
@@ -152,30 +254,32 @@ def _check_2d(image: Any, name: str) -> None:
 
 
 def sobel_h(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarray:
-    """Horizontal edges: the 2D kernel ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``, correlated.
+    """Horizontal edges, with scikit-image's sign: positive where the row below is brighter.
 
-    ``out[i, j] = (image[i-1, j-1] + 2 image[i-1, j] + image[i-1, j+1])
-    - (image[i+1, j-1] + 2 image[i+1, j] + image[i+1, j+1])``: positive where the row above is
-    brighter. Equals ``-sobel(image, axis=0)``.
+    The kernel ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]`` of ``skimage.filters.sobel_h`` applied as a
+    convolution (flipped), that is the correlation ``out[i, j] = (image[i+1, j-1] + 2 image[i+1, j]
+    + image[i+1, j+1]) - (image[i-1, j-1] + 2 image[i-1, j] + image[i-1, j+1])``. Equals
+    ``sobel(image, axis=0)``, ``scipy.ndimage.sobel(image, axis=0)`` and
+    ``4 * skimage.filters.sobel_h(image)`` (not normalised). 2D only.
 
     Examples
     --------
-    >>> img = np.array([[4, 4, 4], [4, 4, 4], [0, 0, 0]], np.uint8)
+    >>> img = np.array([[0, 0, 0], [4, 4, 4], [4, 4, 4]], np.uint8)
     >>> sobel_h(img)[1]
     array([16., 16., 16.], dtype=float32)
     """
     _check_2d(image, "sobel_h")
-    out = sobel(image, axis=0, mode=mode, cval=cval)
-    np.negative(out, out=out)
-    return out
+    return sobel(image, axis=0, mode=mode, cval=cval)
 
 
 def sobel_v(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarray:
-    """Vertical edges: the 2D kernel ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``, correlated.
+    """Vertical edges, with scikit-image's sign: positive where the column on the right is brighter.
 
-    ``out[i, j] = (image[i-1, j+1] + 2 image[i, j+1] + image[i+1, j+1])
-    - (image[i-1, j-1] + 2 image[i, j-1] + image[i+1, j-1])``: positive where the column on the
-    right is brighter. Equals ``sobel(image, axis=1)``.
+    The kernel ``[[1, 0, -1], [2, 0, -2], [1, 0, -1]]`` of ``skimage.filters.sobel_v`` applied as a
+    convolution, that is the correlation ``out[i, j] = (image[i-1, j+1] + 2 image[i, j+1]
+    + image[i+1, j+1]) - (image[i-1, j-1] + 2 image[i, j-1] + image[i+1, j-1])``. Equals
+    ``sobel(image, axis=1)``, ``scipy.ndimage.sobel(image, axis=1)`` and
+    ``4 * skimage.filters.sobel_v(image)`` (not normalised). 2D only.
 
     Examples
     --------
@@ -192,7 +296,8 @@ def sobel_magnitude(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> 
 
     In 2D this is ``hypot(sobel_h, sobel_v)`` (``4 * sqrt(2) * skimage.filters.sobel(image)``,
     which divides by 4 and averages the squares); a 3D volume uses the 3D Sobel along all 3 axes.
-    Memory: the float32 input plus two float32 arrays.
+    Computed strip by strip: memory is the float32 output plus a few small buffers, whatever the
+    input's dtype.
 
     Examples
     --------
@@ -201,18 +306,9 @@ def sobel_magnitude(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> 
     4.0
     """
     _check_mode(mode)
-    x, _ = _float32(image)
+    x, _ = _finite(image)
     out = np.empty(x.shape, dtype=np.float32)
-    tmp = np.empty(x.shape, dtype=np.float32)
-    for axis in range(x.ndim):
-        _sobel(x, axis, mode, cval, out=tmp if axis else out)
-        if axis:
-            np.multiply(tmp, tmp, out=tmp)
-            out += tmp
-        else:
-            np.multiply(out, out, out=out)
-    np.sqrt(out, out=out)
-    return out
+    return _sobel_into(x, tuple(range(x.ndim)), mode, cval, out)
 
 
 def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarray:
@@ -220,7 +316,7 @@ def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarr
 
     ``out = (sum of the 3x3 neighbourhood) - 9 * image``: the sum of the 8 neighbours minus 8 times
     the centre. A 3D volume uses the 26-neighbour analogue (3x3x3 sum - 27 * image). The kernel is
-    symmetric, so correlation and convolution agree. Computed as separable box sums.
+    symmetric, so correlation and convolution agree. Computed as separable box sums, strip by strip.
 
     Examples
     --------
@@ -231,15 +327,9 @@ def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarr
            [ 1.,  1.,  1.]], dtype=float32)
     """
     _check_mode(mode)
-    x, _ = _float32(image)
+    x, _ = _finite(image)
     out = np.empty(x.shape, dtype=np.float32)
-    ones = np.ones(3, dtype=np.float32)
-    ndi.correlate1d(x, ones, axis=0, output=out, mode=mode, cval=cval)
-    for axis in range(1, x.ndim):
-        # outside the image, a partial box sum of cval-padding holds 3**axis times cval
-        ndi.correlate1d(out, ones, axis=axis, output=out, mode=mode, cval=cval * 3**axis)
-    out -= np.float32(3**x.ndim) * x
-    return out
+    return _laplace_into(x, mode, cval, out)
 
 
 def _check_canny(sigma: float, low: float, high: float, use_quantiles: bool) -> None:
