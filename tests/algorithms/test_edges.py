@@ -432,3 +432,121 @@ def test_all_nan_and_float64_beyond_float32_are_not_finite():
     img = np.ones((4, 4))
     img[1, 1] = 1e300  # inf in float32: filled from its neighbours like a NaN
     np.testing.assert_array_equal(laplace(img), 0)
+
+
+# ---- the watershed's fast internals equal scikit-image's / scipy's own calls ----------------------
+def random_labels(rng, shape, smooth):
+    noise = rng.random(shape)
+    m = ndi.gaussian_filter(noise, 1.5) > 0.5 if smooth else noise > 0.6
+    return ndi.label(m)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_label_peaks_equal_peak_local_max(seed):
+    from skimage.feature import peak_local_max
+
+    from napari_segkit.algorithms import edges
+
+    rng = np.random.default_rng(seed)
+    nd = 3 if seed % 4 == 0 else 2
+    shape = tuple(int(s) for s in rng.integers(1, 30 if nd == 2 else 10, nd))
+    labels, n = random_labels(rng, shape, smooth=seed % 3 > 0)
+    if n == 0:
+        labels[(0,) * nd], n = 1, 1
+    # integer scores have many ties; a distance transform has plateaus and flat objects
+    if seed % 2:
+        score = rng.integers(0, 4, shape).astype(np.float32)
+    else:
+        score = ndi.distance_transform_edt(labels > 0).astype(np.float32)
+    min_distance = int(rng.integers(1, 6))
+    expected = peak_local_max(score, min_distance=min_distance, labels=labels, exclude_border=False)
+    starts, stops = edges._boxes(labels)
+    ids = np.arange(1, n + 1, dtype=np.int32)
+    got, got_labels = edges._label_peaks(
+        score, labels, ids, starts, stops, min_distance, float(score.min())
+    )
+    np.testing.assert_array_equal(got, expected)  # same peaks, same order
+    np.testing.assert_array_equal(got_labels, labels[tuple(got.T)])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (40, 33), (6, 7, 8)])
+def test_fill_holes_and_dilate_equal_scipy(shape):
+    from napari_segkit.algorithms import edges
+
+    rng = np.random.default_rng(len(shape))
+    for p in (0.2, 0.5, 0.8):
+        m = rng.random(shape) < p
+        np.testing.assert_array_equal(edges._fill_holes(m.copy()), ndi.binary_fill_holes(m))
+        full = ndi.generate_binary_structure(m.ndim, m.ndim)
+        np.testing.assert_array_equal(
+            edges._dilate(m, 2), ndi.binary_dilation(m, full, iterations=2)
+        )
+        np.testing.assert_array_equal(edges._dilate(m, 1, square=False), ndi.binary_dilation(m))
+
+
+def bare_watershed(img, markers="threshold", min_distance=10, min_size=20, sigma=1.0):
+    """The watershed pipeline with plain scipy/scikit-image calls on whole images."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    from napari_segkit.algorithms.objects import remove_small
+    from napari_segkit.algorithms.threshold import threshold_value
+
+    s = ndi.gaussian_filter(img.astype(np.float32), sigma, output=np.float32)
+    emap = sobel_magnitude(s)
+    fg = ndi.binary_fill_holes(s > threshold_value(s, "otsu"))
+    comps, n = ndi.label(fg)
+    if markers == "threshold":
+        score = ndi.distance_transform_edt(fg).astype(np.float32)
+    else:
+        score = emap.max() - emap
+    peaks = peak_local_max(score, min_distance=min_distance, labels=comps, exclude_border=False)
+    mk = np.zeros(img.shape, np.int32)
+    mk[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if markers == "local_minima":
+        plateau = (score == ndi.maximum_filter(score, size=3)) & fg
+        flats, _ = ndi.label(plateau, ndi.generate_binary_structure(fg.ndim, fg.ndim))
+        seeds = np.unique(flats[tuple(peaks.T)])
+        seeds = seeds[seeds > 0]
+        lut = np.zeros(flats.max() + 1, np.int32)
+        lut[seeds] = np.arange(1, len(seeds) + 1)
+        mk = lut[flats]
+        peaks = np.argwhere(mk)
+    missing = np.setdiff1d(np.arange(1, n + 1), comps[tuple(peaks.T)])
+    top = mk.max()
+    for k, pos in enumerate(ndi.maximum_position(score, comps, missing)):
+        mk[pos] = top + k + 1
+    top = mk.max()
+    full = ndi.generate_binary_structure(fg.ndim, fg.ndim)
+    mk[~ndi.binary_dilation(fg, full, iterations=2)] = top + 1
+    labels = watershed(emap, mk).astype(np.int32)
+    labels[labels == top + 1] = 0
+    return remove_small(labels, min_size), mk
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((160, 200), {}),
+        ((160, 200), {"min_distance": 3}),
+        ((160, 200), {"markers": "local_minima"}),
+        ((24, 48, 48), {}),
+    ],
+)
+def test_watershed_equals_the_bare_pipeline(shape, kwargs, monkeypatch):
+    from napari_segkit.algorithms import edges
+
+    monkeypatch.setattr(edges, "_GROUP_PIXELS", 2000)  # many groups even on a small image
+    img, _ = synthetic_nuclei(shape, n_nuclei=40, touching=True, seed=4)
+    expected, mk = bare_watershed(img, **kwargs)
+    s = ndi.gaussian_filter(img.astype(np.float32), 1.0, output=np.float32)
+    fg = ndi.binary_fill_holes(s > edges.threshold_value(s, "otsu"))
+    markers, min_distance = kwargs.get("markers", "threshold"), kwargs.get("min_distance", 10)
+    seeded, ids = edges._markers(sobel_magnitude(s), fg, markers, min_distance)
+    objects = np.where(mk == mk.max(), 0, mk)
+    np.testing.assert_array_equal(np.flatnonzero(objects), seeded)  # the very same markers
+    np.testing.assert_array_equal(objects.ravel()[seeded], ids)
+    got = edge_segment(img, region_mode="watershed", spatial_ndim=len(shape), **kwargs)
+    # flooding basin by basin may break exact ties between markers in another order than one
+    # heap over the whole image; a noisy image has none, so the labels are the same
+    np.testing.assert_array_equal(got, expected)

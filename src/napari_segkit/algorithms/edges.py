@@ -201,8 +201,9 @@ def _laplace_into(x: np.ndarray, mode: str, cval: float, out: np.ndarray) -> np.
 
 
 def _smooth(x: np.ndarray, sigma: float, mode: str, cval: float) -> np.ndarray:
+    """Gaussian smoothing of ``x`` (any real dtype) into float32 (sigma 0: ``x`` as float32)."""
     if sigma == 0:
-        return x
+        return np.asarray(x, dtype=np.float32)
     return ndi.gaussian_filter(x, sigma, mode=mode, cval=cval, output=np.float32)
 
 
@@ -421,59 +422,272 @@ def _fill_regions(edges: np.ndarray, closing: int, slicewise: bool) -> np.ndarra
         structure = ndi.generate_binary_structure(edges.ndim, 1)
         # OR with the edges: closing's erosion would otherwise drop edge pixels on the border
         edges = edges | ndi.binary_closing(edges, structure, iterations=closing)
-    return ndi.binary_fill_holes(edges)
+    return _fill_holes(edges)  # in place: the callers' edges are their own temporaries
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)``, in place, by labelling the background.
+
+    A hole is a background region (face-connected, as scipy's default structure) that does not
+    touch the image border. One labelling pass instead of scipy's iterated propagation.
+    """
+    background = ~mask
+    lab, n = ndi.label(background)
+    del background
+    if n == 0:
+        return mask
+    hole = np.ones(n + 1, dtype=bool)
+    hole[0] = False
+    for axis in range(mask.ndim):  # a region on any face of the image is not a hole
+        for end in (0, -1):
+            hole[np.take(lab, end, axis=axis)] = False
+    if hole.any():
+        mask |= hole[lab]
+    return mask
 
 
 def _foreground(x: np.ndarray, dark: bool) -> np.ndarray:
+    """Otsu's foreground of ``x``, holes not filled yet (free ``x`` first, then fill them)."""
     t = threshold_value(x, "otsu")
-    fg = x <= t if dark else x > t
-    return ndi.binary_fill_holes(fg)
+    return x <= t if dark else x > t
+
+
+def _dilate(mask: np.ndarray, radius: int, *, square: bool = True) -> np.ndarray:
+    """Binary dilation by a cube of ``2 * radius + 1`` (``square``) or by the face-neighbour cross
+    (radius 1), with nothing outside the image; shifted ORs of whole slices."""
+
+    def sl(axis, start, stop):
+        return (slice(None),) * axis + (slice(start, stop),)
+
+    out = mask.copy()
+    src = mask
+    for axis in range(mask.ndim):
+        if square:
+            src = out.copy()
+        for k in range(1, radius + 1):
+            if k < mask.shape[axis]:
+                out[sl(axis, k, None)] |= src[sl(axis, None, -k)]
+                out[sl(axis, None, -k)] |= src[sl(axis, k, None)]
+    return out
+
+
+#: Pixels per group of objects: markers and flooding are computed group by group, in the rows
+#: that the group's bounding boxes span, which bounds the temporaries.
+_GROUP_PIXELS = 1 << 20
+
+
+def _boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes of labels 1..N (all present) as ``(starts, stops)`` arrays of shape (N, ndim)."""
+    objs = ndi.find_objects(labels)
+    starts = np.array([[s.start for s in o] for o in objs], dtype=np.intp)
+    stops = np.array([[s.stop for s in o] for o in objs], dtype=np.intp)
+    return starts.reshape(-1, labels.ndim), stops.reshape(-1, labels.ndim)
+
+
+def _groups(starts: np.ndarray, stops: np.ndarray, shape: tuple[int, ...], halo: int):
+    """Split labels 1..N, numbered in raster order (so by first row), into groups of consecutive
+    labels whose first rows fall in one strip; yield ``(i0, i1, r0, r1)``: labels ``i0 + 1 ..
+    i1`` and the rows ``r0 .. r1 - 1`` that hold their boxes plus ``halo`` rows each side."""
+    step = max(1, _GROUP_PIXELS // max(1, int(np.prod(shape[1:]))))
+    first = starts[:, 0]
+    i0 = 0
+    while i0 < len(first):
+        i1 = int(np.searchsorted(first, (first[i0] // step + 1) * step, side="left"))
+        r0 = max(int(first[i0]) - halo, 0)
+        r1 = min(int(stops[i0:i1, 0].max()) + halo, shape[0])
+        yield i0, i1, r0, r1
+        i0 = i1
+
+
+def _label_peaks(
+    score: np.ndarray,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    stops: np.ndarray,
+    min_distance: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``skimage.feature.peak_local_max(score, min_distance, labels=labels,
+    exclude_border=False)`` for the labels ``ids`` only (bounding boxes ``starts``/``stops``),
+    vectorised over labels instead of one Python iteration each.
+
+    ``threshold`` is the minimum of the *whole* score (what peak_local_max uses). Returns the
+    peak coordinates (P, ndim) and their labels, in scikit-image's order: by label, then by
+    decreasing score, ties in raster order. Every step is scikit-image's, on a stack of crops of
+    equal size (one per label; other labels and the padding at -inf): the maximum filter of size
+    ``2 * min_distance + 1`` (a crop's padding never wins, as 'nearest' at the box edge), the
+    "flat object: its isolated pixels" rule, the threshold, then the greedy spacing.
+    """
+    nd = score.ndim
+    bg = np.finfo(score.dtype).min
+    size = (1,) + (2 * min_distance + 1,) * nd
+    cross = np.zeros((3,) * (nd + 1), dtype=bool)
+    cross[1] = ndi.generate_binary_structure(nd, 1)  # no link between crops
+    # crops in a few sizes: each box rounded up to a power of two per axis
+    bucket = 1 << np.ceil(np.log2(np.maximum(stops - starts, 1))).astype(np.intp)
+    keys, which = np.unique(bucket, axis=0, return_inverse=True)
+    coords, values, labs = [], [], []
+    for b, dims in enumerate(keys):
+        sel = np.flatnonzero(which.ravel() == b)
+        k = len(sel)
+        index, inside = [], np.ones((k,) + (1,) * nd, dtype=bool)
+        for axis in range(nd):
+            g = starts[sel, axis][:, None] + np.arange(dims[axis])
+            shape = [k] + [1] * nd
+            shape[axis + 1] = int(dims[axis])
+            inside = inside & (g < score.shape[axis]).reshape(shape)
+            index.append(np.minimum(g, score.shape[axis] - 1).reshape(shape))
+        index = tuple(index)
+        valid = (labels[index] == ids[sel].reshape((k,) + (1,) * nd)) & inside
+        s = score[index]
+        s[~valid] = bg
+        peak = s == ndi.maximum_filter(s, size=size, mode="nearest")
+        trivial = ~(valid & ~peak).reshape(k, -1).any(axis=1)
+        if trivial.any():
+            v = valid[trivial]
+            peak[trivial] = v & ~ndi.binary_opening(v, cross)
+        peak &= s > threshold
+        nz = np.nonzero(peak)
+        coords.append(starts[sel][nz[0]] + np.stack(nz[1:], axis=1))
+        values.append(s[nz])
+        labs.append(ids[sel][nz[0]])
+    if not coords:
+        return np.empty((0, nd), dtype=np.intp), np.empty(0, dtype=ids.dtype)
+    coords = np.concatenate(coords)
+    values = np.concatenate(values)
+    labs = np.concatenate(labs)
+    order = np.lexsort((np.ravel_multi_index(tuple(coords.T), score.shape), -values, labs))
+    coords, labs = coords[order], labs[order]
+    if min_distance > 1 and len(coords) > 1:
+        from scipy.spatial import cKDTree
+
+        # peaks of one label closer than min_distance (Chebyshev; integers: <= min_distance - 1)
+        pairs = cKDTree(coords).query_pairs(min_distance - 1, p=np.inf, output_type="ndarray")
+        pairs = pairs[labs[pairs[:, 0]] == labs[pairs[:, 1]]]
+        if len(pairs):
+            pairs = np.sort(pairs, axis=1)
+            pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+            keep = np.ones(len(coords), dtype=bool)
+            firsts, bounds = np.unique(pairs[:, 0], return_index=True)
+            bounds = np.append(bounds, len(pairs))
+            for i, lo, hi in zip(firsts, bounds[:-1], bounds[1:], strict=True):
+                if keep[i]:  # a kept peak removes the later, lower peaks near it
+                    keep[pairs[lo:hi, 1]] = False
+            coords, labs = coords[keep], labs[keep]
+    return coords, labs
 
 
 def _markers(
-    x: np.ndarray, elevation: np.ndarray, fg: np.ndarray, markers: str, min_distance: int
-) -> np.ndarray:
-    """Object markers 1..N inside ``fg`` and a background marker N+1 well outside it."""
-    from skimage.feature import peak_local_max
+    emap: np.ndarray, fg: np.ndarray, markers: str, min_distance: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Object markers inside ``fg``: raster indices (sorted) and their IDs 1..N.
 
+    'threshold': one marker per peak of the distance transform of each foreground component
+    (``peak_local_max(edt, min_distance, labels=components)``), in scikit-image's order, then the
+    centre of each component without a peak. The distance transform and the peaks are computed
+    group by group (rows of a few components), which gives the whole image's values: a
+    component's nearest background pixel always lies within one pixel of its bounding box.
+    'local_minima': the flat local minima of ``emap`` that hold a peak of ``max - emap``.
+    """
     comps, n_comps = ndi.label(fg)
     if n_comps == 0:
-        return np.zeros(x.shape, dtype=np.int32)
-    if markers == "threshold":
-        # one seed per distance-transform peak: touching objects joined by a neck get two
-        score = ndi.distance_transform_edt(fg).astype(np.float32)
-    else:  # local minima of the (smoothed) gradient, inside the foreground
-        score = elevation.max() - elevation
-    peaks = peak_local_max(score, min_distance=min_distance, labels=comps, exclude_border=False)
-    out = np.zeros(x.shape, dtype=np.int32)
-    out[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    if markers == "local_minima" and len(peaks):
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int32)
+    starts, stops = _boxes(comps)
+    if markers == "local_minima":
+        score_all = emap.max() - emap
+    # peak_local_max's threshold: the minimum of the whole score (0 where there is background)
+    threshold = 0.0 if markers == "local_minima" or not fg.all() else None
+    peaks, missing = [], []
+    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, halo=1):
+        if markers == "threshold":
+            score = ndi.distance_transform_edt(fg[r0:r1]).astype(np.float32)
+        else:
+            score = score_all[r0:r1]
+        t = float(score.min()) if threshold is None else threshold
+        ids = np.arange(i0 + 1, i1 + 1, dtype=np.int32)
+        shift = np.zeros(fg.ndim, dtype=np.intp)
+        shift[0] = r0
+        region = comps[r0:r1]
+        pk, labs = _label_peaks(
+            score, region, ids, starts[i0:i1] - shift, stops[i0:i1] - shift, min_distance, t
+        )
+        peaks.append(pk + shift)
+        if markers == "threshold":
+            lost = np.setdiff1d(ids, labs)
+            if lost.size:  # a component without a peak gets its centre
+                centres = ndi.maximum_position(score, region, lost)
+                missing.append(np.array(centres, dtype=np.intp).reshape(-1, fg.ndim) + shift)
+    peaks = np.concatenate(peaks)
+    if markers == "local_minima":
         # a flat minimum (a plateau of zero gradient) is one seed, not one every min_distance
-        plateau = (score == ndi.maximum_filter(score, size=3)) & fg
+        plateau = (score_all == ndi.maximum_filter(score_all, size=3)) & fg
+        del score_all
         flats, _ = ndi.label(plateau, ndi.generate_binary_structure(fg.ndim, fg.ndim))
+        del plateau
         seeds = np.unique(flats[tuple(peaks.T)])
         seeds = seeds[seeds > 0]
         lut = np.zeros(int(flats.max()) + 1, dtype=np.int32)
         lut[seeds] = np.arange(1, len(seeds) + 1, dtype=np.int32)
-        out = lut[flats]
-        peaks = np.argwhere(out)  # every seeded pixel, for the component check below
-    # every foreground component gets at least one marker (a flat one may have no strict peak)
-    missing = np.setdiff1d(np.arange(1, n_comps + 1), comps[tuple(peaks.T)])
-    if missing.size:
-        centres = ndi.maximum_position(score, comps, missing)
-        n = int(out.max())
-        for k, pos in enumerate(centres):
-            out[tuple(int(p) for p in pos)] = n + k + 1
-    n_obj = int(out.max())
-    structure = ndi.generate_binary_structure(fg.ndim, fg.ndim)
-    background = ~ndi.binary_dilation(fg, structure, iterations=2)
-    out[background] = n_obj + 1
-    return out
+        seeded = np.flatnonzero(lut[flats])
+        ids = lut[flats.ravel()[seeded]]
+        del flats
+        lost = np.setdiff1d(np.arange(1, n_comps + 1), comps.ravel()[seeded])
+        if lost.size:
+            # the score of the lost components only: max - emap inside them
+            centres = ndi.maximum_position(emap.max() - emap, comps, lost)
+            extra = np.ravel_multi_index(np.array(centres, dtype=np.intp).T, fg.shape)
+            seeded = np.concatenate([seeded, extra])
+            ids = np.concatenate([ids, np.arange(len(seeds) + 1, len(seeds) + 1 + lost.size)])
+    else:
+        points = np.concatenate([peaks] + missing)
+        seeded = np.ravel_multi_index(tuple(points.T), fg.shape)
+        ids = np.arange(1, len(points) + 1, dtype=np.int32)
+    order = np.argsort(seeded, kind="stable")
+    return seeded[order], ids[order].astype(np.int32)
+
+
+def _flood(emap: np.ndarray, fg: np.ndarray, seeded: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Watershed of ``emap`` from the object markers and a background marker (every pixel more
+    than two pixels from ``fg``), background set to 0; group by group of basins.
+
+    A basin (a face-connected region of non-background-marker pixels) floods independently of
+    the others, from its own markers and the background-marker pixels that touch it; so each
+    group of basins is flooded alone, with a mask, in the rows it spans. Equal to one
+    ``skimage.segmentation.watershed(emap, markers)`` of the whole image up to the order in
+    which it breaks exact ties between markers (its heap pops all markers with the same key).
+    """
+    from skimage.segmentation import watershed
+
+    background_id = int(ids.max()) + 1
+    labels = np.empty(fg.shape, dtype=np.int32)
+    basins = _dilate(fg, 2)
+    ndi.label(basins, output=labels)
+    del basins
+    starts, stops = _boxes(labels)
+    np.negative(labels, out=labels)  # basins are -1..-n until flooded; background 0
+    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, halo=1):
+        region = labels[r0:r1]
+        inside = (region <= -(i0 + 1)) & (region >= -i1)
+        ring = _dilate(inside, 1, square=False)
+        ring &= region == 0
+        lo, hi = np.searchsorted(seeded, [r0 * region[0].size, r1 * region[0].size])
+        local = np.unravel_index(seeded[lo:hi] - r0 * region[0].size, region.shape)
+        mine = inside[local]
+        mk = np.zeros(region.shape, dtype=np.int32)
+        mk[ring] = background_id
+        mk[tuple(a[mine] for a in local)] = ids[lo:hi][mine]
+        ring |= inside
+        out = watershed(emap[r0:r1], mk, mask=ring)
+        region[inside] = out[inside]
+    labels[labels == background_id] = 0
+    return labels
 
 
 def _segment_block(
     block: np.ndarray,
     *,
+    emap_out: np.ndarray,
     filter: str,
     region_mode: str,
     sigma: float,
@@ -488,22 +702,21 @@ def _segment_block(
     min_size: int,
     mode: str,
     cval: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and edge map of one 2D plane or 3D volume."""
-    x, bad = _float32(block)
+) -> np.ndarray:
+    """Labels of one 2D plane or 3D volume; its edge map is written into ``emap_out``."""
+    x, bad = _finite(block)
     if region_mode == "watershed":
-        from skimage.segmentation import watershed
-
         smooth = _smooth(x, sigma, mode, cval)
-        emap = sobel_magnitude(smooth, mode=mode, cval=cval)
+        del x
+        _sobel_into(smooth, tuple(range(smooth.ndim)), mode, cval, emap_out)
         fg = _foreground(smooth, dark)
-        mk = _markers(smooth, emap, fg, markers, min_distance)
-        n_obj = int(mk.max()) - 1 if (mk > 0).any() else 0
-        if n_obj <= 0:
-            labels = np.zeros(x.shape, dtype=np.int32)
+        del smooth
+        _fill_holes(fg)
+        seeded, ids = _markers(emap_out, fg, markers, min_distance)
+        if len(ids) == 0:
+            labels = np.zeros(fg.shape, dtype=np.int32)
         else:
-            labels = watershed(emap, mk).astype(np.int32, copy=False)
-            labels[labels == n_obj + 1] = 0
+            labels = _flood(emap_out, fg, seeded, ids)
             remove_small(labels, min_size)  # renumbers the kept regions 1..N
     else:
         if filter == "canny":
@@ -516,24 +729,26 @@ def _segment_block(
                 mode=mode,
                 cval=cval,
             )
-            emap = edges.view(np.uint8)
+            emap_out[...] = edges
         else:
             smooth = _smooth(x, sigma, mode, cval)
-            emap = (
-                sobel_magnitude(smooth, mode=mode, cval=cval)
-                if filter == "sobel"
-                else laplace(smooth, mode=mode, cval=cval)
-            )
-            strength = np.abs(emap) if filter == "laplace" else emap
+            if filter == "sobel":
+                _sobel_into(smooth, tuple(range(smooth.ndim)), mode, cval, emap_out)
+            else:
+                _laplace_into(smooth, mode, cval, emap_out)
+            del smooth
+            strength = np.abs(emap_out) if filter == "laplace" else emap_out
             t = threshold_value(strength, "otsu") if edge_threshold is None else edge_threshold
             edges = strength > t
+            del strength
         filled = _fill_regions(edges, closing, slicewise=filter == "canny")
+        del edges
         labels = label_objects(filled, connectivity=1, min_size=min_size)
     if bad is not None:
         labels[bad] = 0
         if min_size:
             remove_small(labels, min_size)
-    return labels, emap
+    return labels
 
 
 def _check_params(
@@ -633,8 +848,9 @@ def edge_segment_with_map(
     emap = np.empty(grey.shape, dtype=map_dtype)
 
     def one(block: np.ndarray, index: tuple) -> np.ndarray:
-        labels, block_map = _segment_block(
+        return _segment_block(
             block,
+            emap_out=emap[index],
             filter=filter,
             region_mode=region_mode,
             sigma=sigma,
@@ -650,8 +866,6 @@ def edge_segment_with_map(
             mode=mode,
             cval=cval,
         )
-        emap[index] = block_map
-        return labels
 
     labels = apply_blockwise(
         one,
@@ -784,8 +998,11 @@ def edge_map(
         )
     sn = spatial_ndim_for(grey.ndim, spatial_ndim)
     out = np.empty(grey.shape, dtype=np.float32)
-    func = sobel_magnitude if filter == "sobel" else laplace
     for idx in iter_blocks(tuple(grey.shape), sn):
-        x, _ = _float32(grey[idx])
-        out[idx] = func(_smooth(x, sigma, mode, cval), mode=mode, cval=cval)
+        x, _ = _finite(grey[idx])
+        x = _smooth(x, sigma, mode, cval) if sigma else x
+        if filter == "sobel":
+            _sobel_into(x, tuple(range(x.ndim)), mode, cval, out[idx])
+        else:
+            _laplace_into(x, mode, cval, out[idx])
     return out
