@@ -536,7 +536,8 @@ def bare_watershed(img, markers="threshold", min_distance=10, min_size=20, sigma
 def test_watershed_equals_the_bare_pipeline(shape, kwargs, monkeypatch):
     from napari_segkit.algorithms import edges
 
-    monkeypatch.setattr(edges, "_GROUP_PIXELS", 2000)  # many groups even on a small image
+    monkeypatch.setattr(edges, "_MARKER_PIXELS", 2000)  # many groups even on a small image
+    monkeypatch.setattr(edges, "_FLOOD_PIXELS", 1000)
     img, _ = synthetic_nuclei(shape, n_nuclei=40, touching=True, seed=4)
     expected, mk = bare_watershed(img, **kwargs)
     s = ndi.gaussian_filter(img.astype(np.float32), 1.0, output=np.float32)

@@ -290,3 +290,9 @@ def test_otsu_objects_identical_to_bare_scikit_image():
     f = img / 40000.0
     expected = measure.label(f > filters.threshold_otsu(f), connectivity=1)
     np.testing.assert_array_equal(threshold_segment(f, method="otsu"), expected)
+
+
+def test_histogram_of_a_subnormal_range():
+    x = np.array([[0, 5e-324], [1e-323, 0]])
+    counts, _ = histogram(x, 4)
+    np.testing.assert_array_equal(counts, np.histogram(x, bins=np.linspace(0, 1e-323, 5))[0])

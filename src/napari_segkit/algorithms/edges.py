@@ -471,9 +471,11 @@ def _dilate(mask: np.ndarray, radius: int, *, square: bool = True) -> np.ndarray
     return out
 
 
-#: Pixels per group of objects: markers and flooding are computed group by group, in the rows
-#: that the group's bounding boxes span, which bounds the temporaries.
-_GROUP_PIXELS = 1 << 20
+#: Most pixels per group of objects: markers and flooding are computed group by group, in the rows
+#: that the group's bounding boxes span, which bounds the temporaries. Markers: larger groups
+#: (fewer rows shared by two groups' distance transforms); flooding: smaller (a smaller heap).
+_MARKER_PIXELS = 1 << 19
+_FLOOD_PIXELS = 1 << 17
 
 
 def _boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -484,11 +486,13 @@ def _boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts.reshape(-1, labels.ndim), stops.reshape(-1, labels.ndim)
 
 
-def _groups(starts: np.ndarray, stops: np.ndarray, shape: tuple[int, ...], halo: int):
+def _groups(starts: np.ndarray, stops: np.ndarray, shape: tuple[int, ...], halo: int, pixels: int):
     """Split labels 1..N, numbered in raster order (so by first row), into groups of consecutive
     labels whose first rows fall in one strip; yield ``(i0, i1, r0, r1)``: labels ``i0 + 1 ..
     i1`` and the rows ``r0 .. r1 - 1`` that hold their boxes plus ``halo`` rows each side."""
-    step = max(1, _GROUP_PIXELS // max(1, int(np.prod(shape[1:]))))
+    # at most a 16th of the image a group, so that the temporaries stay small next to it
+    n_pixels = int(np.prod(shape))
+    step = max(1, min(pixels, n_pixels // 16) // max(1, n_pixels // shape[0]))
     first = starts[:, 0]
     i0 = 0
     while i0 < len(first):
@@ -599,7 +603,7 @@ def _markers(
     # peak_local_max's threshold: the minimum of the whole score (0 where there is background)
     threshold = 0.0 if markers == "local_minima" or not fg.all() else None
     peaks, missing = [], []
-    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, halo=1):
+    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, 1, _MARKER_PIXELS):
         if markers == "threshold":
             score = ndi.distance_transform_edt(fg[r0:r1]).astype(np.float32)
         else:
@@ -666,7 +670,7 @@ def _flood(emap: np.ndarray, fg: np.ndarray, seeded: np.ndarray, ids: np.ndarray
     del basins
     starts, stops = _boxes(labels)
     np.negative(labels, out=labels)  # basins are -1..-n until flooded; background 0
-    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, halo=1):
+    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, 1, _FLOOD_PIXELS):
         region = labels[r0:r1]
         inside = (region <= -(i0 + 1)) & (region >= -i1)
         ring = _dilate(inside, 1, square=False)

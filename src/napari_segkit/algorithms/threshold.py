@@ -94,40 +94,52 @@ def histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray, np.ndarr
 
             return each(count, np.add), np.arange(lo, hi + 1)
         # an enormous integer range: float bins
-    lo, hi = each(_finite_range, lambda a, b: (min(a[0], b[0]), max(a[1], b[1])))
+    lo, hi, finite = each(
+        _finite_range, lambda a, b: (min(a[0], b[0]), max(a[1], b[1]), a[2] and b[2])
+    )
     if lo > hi:
         raise ValueError("image has no finite value (all NaN or infinite)")
     edges = (
         np.linspace(lo, hi, nbins + 1) if hi > lo else np.linspace(lo - 0.5, hi + 0.5, nbins + 1)
     )
-    counts = each(lambda c: _bin_counts(c, edges), np.add)
+    counts = each(lambda c: _bin_counts(c, edges, finite), np.add)
     return counts, (edges[:-1] + edges[1:]) / 2
 
 
-def _finite_range(chunk: np.ndarray) -> tuple[float, float]:
-    """The smallest and largest finite value of ``chunk`` as floats ((inf, -inf) if none)."""
+def _finite_range(chunk: np.ndarray) -> tuple[float, float, bool]:
+    """The smallest and largest finite value of ``chunk`` as floats ((inf, -inf) if none), and
+    whether all of its values are finite."""
     lo, hi = chunk.min(), chunk.max()
-    if chunk.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+    if chunk.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf
         chunk = chunk[np.isfinite(chunk)]
         if chunk.size == 0:
-            return np.inf, -np.inf
-        lo, hi = chunk.min(), chunk.max()
-    return float(lo), float(hi)
+            return np.inf, -np.inf, False
+        return float(chunk.min()), float(chunk.max()), False
+    return float(lo), float(hi), True
 
 
-def _bin_counts(chunk: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``numpy.histogram(chunk, bins=edges)[0]`` for equal-width float64 ``edges``, non-finite
-    values left out, by arithmetic (numpy sorts for explicit edges): a bin index from the
-    width, corrected by one against the edges themselves, so values on an edge fall as numpy
-    puts them (``edges[i] <= x < edges[i + 1]``, the last bin closed)."""
+def _bin_counts(chunk: np.ndarray, edges: np.ndarray, finite: bool) -> np.ndarray:
+    """``numpy.histogram(chunk, bins=edges)[0]`` for equal-width float64 ``edges`` spanning the
+    finite values, non-finite values left out (``finite``: there are none), by arithmetic where
+    numpy sorts for explicit edges: a bin index from the width, then moved by one where the edges
+    themselves say so, so that a value on an edge falls as numpy puts it (``edges[i] <= x <
+    edges[i + 1]``, the last bin closed)."""
     x = chunk.astype(np.float64)
-    if chunk.dtype.kind == "f":
+    if not finite:
         x = x[np.isfinite(x)]
     nbins = len(edges) - 1
-    idx = ((x - edges[0]) * (nbins / (edges[-1] - edges[0]))).astype(np.intp)
-    np.clip(idx, 0, nbins - 1, out=idx)
+    with np.errstate(over="ignore"):
+        scale = nbins / (edges[-1] - edges[0])
+    if not np.isfinite(scale):  # a range of a few subnormal numbers
+        return np.histogram(x, bins=edges)[0]
+    t = x - edges[0]
+    t *= scale
+    idx = t.astype(np.intp)
+    del t
+    np.minimum(idx, nbins - 1, out=idx)  # x >= edges[0]: no index below 0
     idx -= x < edges[idx]
-    idx += (x >= edges[idx + 1]) & (idx < nbins - 1)
+    upper = np.append(edges[1:-1], np.inf)  # the last bin takes its upper edge
+    idx += x >= upper[idx]
     return np.bincount(idx, minlength=nbins)
 
 
