@@ -211,3 +211,99 @@ def test_bad_arguments(kwargs, match):
 def test_bad_images(bad):
     with pytest.raises(ValueError):
         threshold_segment(bad)
+
+
+# ---- the chunked, threaded fast paths equal the simple reference implementations -----------------
+def reference_histogram(image, nbins=256):
+    """One bin per integer value; float: numpy's histogram of the finite values, float64 edges."""
+    x = np.asarray(image)
+    if x.dtype == bool:
+        x = x.view(np.uint8)
+    if x.dtype.kind in "ui" and int(x.max()) - int(x.min()) < 2**24:
+        lo, hi = int(x.min()), int(x.max())
+        return np.bincount((x.astype(np.int64) - lo).ravel(), minlength=hi - lo + 1), np.arange(
+            lo, hi + 1
+        )
+    finite = x[np.isfinite(x)].astype(np.float64)
+    lo, hi = float(finite.min()), float(finite.max())
+    edges = (
+        np.linspace(lo, hi, nbins + 1) if hi > lo else np.linspace(lo - 0.5, hi + 0.5, nbins + 1)
+    )
+    return np.histogram(finite, bins=edges)[0], (edges[:-1] + edges[1:]) / 2
+
+
+def tricky_images():
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 257, (41, 37)) / 256  # many values exactly on a bin edge
+    nan = rng.normal(0, 1, (41, 37)).astype(np.float32)
+    nan[::5, ::3] = np.nan
+    nan[1, 1], nan[2, 2] = np.inf, -np.inf
+    return {
+        "uint8": rng.integers(0, 256, (41, 37)).astype(np.uint8),
+        "uint16": rng.integers(900, 40000, (41, 37)).astype(np.uint16),
+        "int16": rng.integers(-300, 300, (41, 37)).astype(np.int16),
+        "uint32": rng.integers(0, 99, (41, 37)).astype(np.uint32) + 2**31,
+        "int32 huge range": rng.integers(-(2**30), 2**30, (41, 37)).astype(np.int32),
+        "bool": rng.random((41, 37)) > 0.4,
+        "constant": np.full((5, 6), 7.5),
+        "float32 on edges": (grid * 3 - 1.3).astype(np.float32),
+        "float64 on edges": grid * 3 - 1.3,
+        "float32 NaN inf": nan,
+        "3D float": rng.random((4, 9, 10)),
+    }
+
+
+@pytest.mark.parametrize("chunk, thread_pixels", [(1 << 18, 1 << 20), (100, 1), (333, 500)])
+@pytest.mark.parametrize("name", list(tricky_images()))
+def test_histogram_equals_reference(name, chunk, thread_pixels, monkeypatch):
+    from napari_segkit.algorithms import objects, threshold
+
+    monkeypatch.setattr(threshold, "_CHUNK", chunk)
+    monkeypatch.setattr(objects, "_THREAD_PIXELS", thread_pixels)  # several threads
+    img = tricky_images()[name]
+    for nbins in (256, 5):
+        counts, centres = histogram(img, nbins)
+        ref_counts, ref_centres = reference_histogram(img, nbins)
+        np.testing.assert_array_equal(counts, ref_counts)
+        np.testing.assert_array_equal(centres, ref_centres)
+
+
+def test_histogram_all_nan_raises():
+    with pytest.raises(ValueError, match="no finite value"):
+        histogram(np.full((3, 3), np.nan))
+
+
+@pytest.mark.parametrize("dark", [False, True])
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(57, 43), (5, 200), (9, 11, 13)])
+def test_threshold_objects_equal_label_of_mask(shape, connectivity, dark, monkeypatch):
+    from scipy import ndimage as ndi
+
+    from napari_segkit.algorithms import objects
+
+    monkeypatch.setattr(objects, "_THREAD_PIXELS", 64)  # labelled in strips on threads
+    rng = np.random.default_rng(sum(shape) + connectivity)
+    img = ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32)
+    img[0, :3] = np.nan
+    t = threshold_value(img, "otsu")
+    mask = (img <= t) if dark else (img > t)  # NaN compares False: background
+    structure = ndi.generate_binary_structure(img.ndim, min(connectivity, img.ndim))
+    expected, _ = ndi.label(mask, structure)
+    got = threshold_plane(img, method="otsu", dark=dark, connectivity=connectivity)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)  # same objects, same numbering
+
+
+def test_otsu_objects_identical_to_bare_scikit_image():
+    img, _ = synthetic_nuclei((300, 260), n_nuclei=50, seed=3)
+    expected = measure.label(img > filters.threshold_otsu(img), connectivity=1)
+    np.testing.assert_array_equal(threshold_segment(img, method="otsu"), expected)
+    f = img / 40000.0
+    expected = measure.label(f > filters.threshold_otsu(f), connectivity=1)
+    np.testing.assert_array_equal(threshold_segment(f, method="otsu"), expected)
+
+
+def test_histogram_of_a_subnormal_range():
+    x = np.array([[0, 5e-324], [1e-323, 0]])
+    counts, _ = histogram(x, 4)
+    np.testing.assert_array_equal(counts, np.histogram(x, bins=np.linspace(0, 1e-323, 5))[0])
