@@ -118,7 +118,7 @@ def test_multiotsu_matches_scikit_image():
 
 
 def test_otsu_objects_on_coins_matches_skimage_pipeline():
-    lab = threshold_segment(COINS, method="otsu", min_size=0)
+    lab = threshold_segment(COINS, method="otsu", min_size=0, split_touching=False)
     ref = measure.label(COINS > filters.threshold_otsu(COINS), connectivity=1)
     assert lab.max() == ref.max()
     np.testing.assert_array_equal(lab > 0, ref > 0)
@@ -128,8 +128,11 @@ def test_local_threshold_handles_uneven_illumination():
     img, truth = synthetic_nuclei(
         (192, 192), n_nuclei=25, background_gradient=1.5, noise=0.01, seed=3
     )
-    glob = threshold_segment(img, method="otsu", min_size=20)
-    local = threshold_segment(img, method="local", block_size=51, offset=-500, min_size=20)
+    # counts connected regions: the local threshold's few background regions on the ramp would
+    # be cut into several pieces by split_touching, which is not what this test measures
+    kw = {"min_size": 20, "split_touching": False}
+    glob = threshold_segment(img, method="otsu", **kw)
+    local = threshold_segment(img, method="local", block_size=51, offset=-500, **kw)
     n_true = truth.max()
     assert abs(int(local.max()) - n_true) <= 2
     assert abs(int(glob.max()) - n_true) > abs(int(local.max()) - n_true)
