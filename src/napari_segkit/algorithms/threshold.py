@@ -28,6 +28,7 @@ from .objects import (
     remove_small,
     run_threads,
 )
+from .objects import split_touching as split_touching_objects
 
 #: Global methods: one threshold for the whole plane/volume.
 GLOBAL_METHODS = ("mean", "otsu", "li", "yen", "triangle", "isodata", "manual")
@@ -396,6 +397,28 @@ SPEC = register(
                 ),
                 when=_is("output", "objects"),
             ),
+            Param(
+                "split_touching",
+                bool,
+                True,
+                "Split touching round objects (nuclei) with a seeded watershed on the distance "
+                "transform, seeds spaced by the object diameter.",
+                label="split touching objects",
+                when=_is("output", "objects"),
+            ),
+            Param(
+                "diameter",
+                float,
+                None,
+                "Typical object diameter in pixels that spaces the seeds; auto: measured from the "
+                "mask.",
+                label="object diameter (px)",
+                optional=True,
+                min=2.0,
+                max=2000.0,
+                step=1.0,
+                when=lambda v: v.get("output") == "objects" and v.get("split_touching"),
+            ),
         ),
     )
 )
@@ -430,12 +453,14 @@ def threshold_plane(
     min_size: int = 0,
     fill_holes: bool = False,
     connectivity: int = 1,
+    split_touching: bool = True,
+    diameter: float | None = None,
 ) -> np.ndarray:
     """Threshold one 2D plane or 3D volume of one channel; see :func:`threshold_segment`."""
     plane = np.asarray(plane)
     if method in GLOBAL_METHODS:
         thresholds = np.array([threshold_value(plane, method, value=value)])
-        if output == "objects" and not fill_holes:
+        if output == "objects" and not fill_holes and not split_touching:
             # compare and label strip by strip on threads: no full-size mask
             return _label_above(plane, thresholds[0], dark, connectivity, min_size)
         mask = _classes(plane, thresholds, dark)
@@ -463,15 +488,21 @@ def threshold_plane(
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
     connectivity = min(connectivity, plane.ndim)
     if mask.max(initial=0) <= 1:
-        return label_objects(
+        labels = label_objects(
             mask.view(bool) if mask.dtype == np.uint8 else mask > 0,
             connectivity=connectivity,
             min_size=min_size,
             fill_holes=fill_holes,
         )
-    return classes_to_objects(
-        mask, connectivity=connectivity, min_size=min_size, fill_holes=fill_holes
-    )
+    else:
+        labels = classes_to_objects(
+            mask, connectivity=connectivity, min_size=min_size, fill_holes=fill_holes
+        )
+    if split_touching and labels.max(initial=0) > 0:
+        labels = split_touching_objects(labels, diameter=diameter)
+        if min_size > 1:
+            remove_small(labels, min_size)
+    return labels
 
 
 @checked(SPEC)
@@ -489,6 +520,8 @@ def threshold_segment(
     min_size: int = 20,
     fill_holes: bool = True,
     connectivity: int = 1,
+    split_touching: bool = True,
+    diameter: float | None = None,
     spatial_ndim: int = 2,
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -527,6 +560,14 @@ def threshold_segment(
         'objects': fill holes inside objects.
     connectivity : {1, 2, 3}
         'objects': 1 joins face neighbours only; 2 also edge neighbours; 3 (or ``ndim``) all.
+    split_touching : bool
+        'objects': split touching round objects (nuclei) apart with a seeded watershed on the
+        distance transform of each object
+        (:func:`napari_segkit.algorithms.objects.split_touching`). False keeps one object per
+        connected region.
+    diameter : float, optional
+        'objects' with ``split_touching``: the typical object diameter in pixels, which spaces the
+        watershed seeds. None measures it from each plane's (volume's) mask.
     spatial_ndim : {2, 3}
         Threshold each 2D plane on its own (2) or each 3D volume as a whole (3).
         Object IDs are unique across the whole stack.
@@ -554,7 +595,15 @@ def threshold_segment(
     2
     >>> int(threshold_segment(img, method="manual", value=0.5, output="classes").sum())
     10
+    >>> yy, xx = np.mgrid[:40, :64]
+    >>> two = ((yy - 20) ** 2 + (xx - 20) ** 2 < 144) | ((yy - 20) ** 2 + (xx - 40) ** 2 < 144)
+    >>> int(threshold_segment(two * 1.0).max()), int(threshold_segment(two * 1.0, split_touching=False).max())
+    (2, 1)
     """
+    if diameter is not None:
+        from .size import check_diameter
+
+        check_diameter(diameter)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if output not in OUTPUTS:
@@ -581,6 +630,8 @@ def threshold_segment(
             min_size=min_size,
             fill_holes=fill_holes,
             connectivity=connectivity,
+            split_touching=split_touching,
+            diameter=diameter,
         )
 
     dtype = np.int32 if output == "objects" else np.uint8
