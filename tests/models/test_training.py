@@ -141,7 +141,7 @@ def test_stop_from_on_epoch_keeps_the_best(pairs, tmp_path):
         **{**FAST, "steps_per_epoch": 5},
     )
     assert res.stopped and len(seen) == 2 and len(res.history) == 2
-    best = max([0, *[e["metric"] for e in seen]])
+    best = max(e["metric"] for e in seen)  # a new network: the random start never competes
     assert res.best_metric == pytest.approx(best)
     meta = tr.read_unet_metadata(res.checkpoint)
     assert meta["metrics"]["best"] == pytest.approx(best)
@@ -164,7 +164,7 @@ def test_an_exception_mid_epoch_leaves_a_good_checkpoint(pairs, tmp_path):
         tr.train(pairs, epochs=3, checkpoint=path, progress=progress, **kw)
     assert total["n"] == 15
     meta = tr.read_unet_metadata(path)
-    assert meta["metrics"]["best_epoch"] in (0, 1)
+    assert meta["metrics"]["best_epoch"] == 1
     assert [e["epoch"] for e in meta["metrics"]["history"]] == [1]
     tr.load_unet(path)  # complete and loadable
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left

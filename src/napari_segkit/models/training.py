@@ -505,7 +505,7 @@ def prepare_sample(
     mask: np.ndarray | None = None,
     annotation: str = "complete",
     region: Any = None,
-    scale: float = 1.0,
+    scale: float | Sequence[float] = 1.0,
     boundary_width: int = 1,
     percentiles: Sequence[float] = (1.0, 99.8),
     name: str = "",
@@ -514,7 +514,8 @@ def prepare_sample(
 
     ``image`` is channels-first (:func:`check_pairs`). The annotation mask is ``mask`` if given,
     else :func:`~napari_segkit.algorithms.targets.annotation_mask` of ``annotation``/``region``;
-    it is computed at the original scale, then rescaled with the labels.
+    it is computed at the original scale, then rescaled with the labels. ``scale`` is one
+    factor, or one per axis (anisotropic volumes made isotropic).
 
     Examples
     --------
@@ -529,8 +530,9 @@ def prepare_sample(
         mask = tg.annotation_mask(labels, region=region, mode=annotation)
     norm = normalize_image(image, percentiles)
     shape = labels.shape
-    if abs(scale - 1.0) > 1e-6:
-        new = tuple(max(4, int(round(n * scale))) for n in shape)
+    factors = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(shape),))
+    if np.any(np.abs(factors - 1.0) > 1e-6):
+        new = tuple(max(4, int(round(n * f))) for n, f in zip(shape, factors, strict=True))
         zoom = [1.0] + [b / a for a, b in zip(shape, new, strict=True)]
         norm = ndi.zoom(norm, zoom, order=1, mode="nearest", grid_mode=True).astype(np.float32)
         labels = _resize_nearest(labels, new)
@@ -625,24 +627,30 @@ class PatchSampler:
         self.set_samples(samples)
 
     def set_samples(self, samples: Sequence[Sample]) -> None:
-        """Replace the samples (a pool refreshed by a data generator)."""
+        """Replace all the samples."""
         self.samples = list(samples)
-        self._points = []
-        weights = []
-        for s in self.samples:
-            flat = np.flatnonzero(s.mask)
-            step = max(1, flat.size // 100_000)
-            self._points.append(flat[::step])
-            weights.append(max(int(s.mask.sum()), 1))
-        w = np.asarray(weights, dtype=np.float64)
-        self._weights = w / w.sum()
+        index = [self._index(s) for s in self.samples]
+        self._points = [points for points, _ in index]
+        self._mass = np.array([mass for _, mass in index], dtype=np.float64)
+
+    def replace(self, i: int, sample: Sample) -> None:
+        """Replace sample ``i`` (a pool refreshed by a data generator)."""
+        self.samples[i] = sample
+        self._points[i], self._mass[i] = self._index(sample)
+
+    @staticmethod
+    def _index(s: Sample) -> tuple[np.ndarray, float]:
+        """Annotated pixels to centre patches on (at most 100 000), and the sample's weight."""
+        flat = np.flatnonzero(s.mask)
+        step = max(1, flat.size // 100_000)
+        return flat[::step], float(max(flat.size, 1))
 
     def refresh(self) -> None:
         """Called at the start of every epoch (a generator pool swaps samples in here)."""
 
     def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """One patch: (image, classes, distance or None, mask), ``patch_shape / zoom`` large."""
-        k = int(rng.choice(len(self.samples), p=self._weights))
+        k = int(rng.choice(len(self.samples), p=self._mass / self._mass.sum()))
         s = self.samples[k]
         shape = s.labels.shape
         zoom = 1.0
@@ -687,9 +695,10 @@ def _to_device_batch(
     nd = len(patch_shape)
     xs, cs, ds, ms = [], [], [], []
     for img, cls, dist, m in crops:
-        x = torch.from_numpy(img).to(device, non_blocking=True)
-        c = torch.from_numpy(cls.astype(np.int64, copy=False)).to(device, non_blocking=True)
-        d = None if dist is None else torch.from_numpy(dist).to(device, non_blocking=True)
+        # small dtypes travel (float16 pools, uint8 classes) and are widened on the device
+        x = torch.from_numpy(img).to(device, non_blocking=True).float()
+        c = torch.from_numpy(cls).to(device, non_blocking=True).long()
+        d = None if dist is None else torch.from_numpy(dist).to(device, non_blocking=True).float()
         mk = torch.from_numpy(m).to(device, non_blocking=True)
         if tuple(cls.shape) != patch_shape:
             mode = "bilinear" if nd == 2 else "trilinear"
@@ -732,8 +741,9 @@ def _to_device_batch(
         x = torch.where(x > 0, x.clamp(min=0) ** gamma, x)
         x = x * rand(0.75, 1.25, shape) + rand(-0.1, 0.1, shape)
         sigma = rand(0.0, 0.06, (b, 1) + (1,) * nd)
-        noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(device)
-        x = x + sigma * noise
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(int(rng.integers(2**62)))
+        x = x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     return x, c, d, m
 
 
@@ -1003,6 +1013,7 @@ def fit(
     stop: Any = None,
     seed: int = 0,
     evaluate_start: bool = True,
+    start_is_candidate: bool = True,
     tile_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The training loop: AdamW, warm-up then cosine learning rate, best model saved on improvement.
@@ -1010,7 +1021,10 @@ def fit(
     ``save(state_dict, summary)`` is called with the CPU copy of the best weights and a summary
     dict (``epoch``, ``metric``, ``history``...) at the start (epoch 0, when
     ``evaluate_start``) and after every epoch that improves the validation metric (ties: lower
-    validation loss; without validation samples: lower training loss). ``max_seconds`` ends the
+    validation loss; without validation samples: lower training loss). The starting model
+    competes only if ``start_is_candidate`` (fine-tuning: never end worse than the start); a new
+    network is saved at the start, so that the file exists, and replaced after the first epoch
+    whatever its score (the chance matches of random weights are no model to keep). ``max_seconds`` ends the
     training after that time (the learning rate then follows the time). ``stop`` (anything with
     ``is_set()``) ends it after the current step; the best model stays saved.
 
@@ -1077,16 +1091,17 @@ def fit(
             "validation": v,
         }
         if v is not None:
-            best = dict(initial, best=True)
-            best_state = state_copy()
-            save(best_state, {"epoch": 0, "best": best, "history": history, "initial": initial})
+            start = dict(initial, best=True)
+            save(state_copy(), {"epoch": 0, "best": start, "history": history, "initial": initial})
+            if start_is_candidate:
+                best, best_state = start, state_copy()
     step = 0
     stopped = False
     for epoch in range(1, int(epochs) + 1):
         sampler.refresh()
         net.train()
         t0 = time.perf_counter()
-        running, n_steps = 0.0, 0
+        running, n_steps = None, 0  # summed on the device: no sync per step
         for _ in range(int(steps_per_epoch)):
             if stop is not None and stop.is_set():
                 stopped = True
@@ -1115,7 +1130,7 @@ def fit(
                 if _is_oom(exc):
                     raise MemoryError(_oom_message(batch_size, patch_shape, where)) from exc
                 raise
-            running += float(loss.detach())
+            running = loss.detach() if running is None else running + loss.detach()
             n_steps += 1
             step += 1
             report(progress, step, total)
@@ -1127,7 +1142,12 @@ def fit(
             if _is_oom(exc):
                 raise MemoryError(_oom_message(batch_size, patch_shape, where)) from exc
             raise
-        train_loss = running / n_steps
+        train_loss = float(running) / n_steps
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"the training diverged in epoch {epoch} (loss {train_loss}); the best model so "
+                f"far is kept; try a lower learning_rate (now {learning_rate:g})"
+            )
         entry = {
             "epoch": epoch,
             "epochs": int(epochs),
@@ -1245,7 +1265,8 @@ def train(
         A 2D or a 3D model.
     epochs, steps_per_epoch : int
         Training length: ``epochs x steps_per_epoch`` batches; validation after every epoch.
-        ``epochs=0`` only measures and saves the starting model.
+        ``epochs=0`` only measures and saves the starting model. The best epoch is kept (for
+        fine-tuning, the starting model too if no epoch beats it).
     batch_size : int
         Patches per step.
     patch_size : int or sequence of int, optional
@@ -1550,6 +1571,7 @@ def train(
         on_epoch=on_epoch,
         stop=stop,
         seed=seed,
+        start_is_candidate=start is not None,
     )
     net.load_state_dict(out["best_state"])
     net = net.to("cpu").eval()
