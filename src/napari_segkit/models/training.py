@@ -648,15 +648,11 @@ class PatchSampler:
     def refresh(self) -> None:
         """Called at the start of every epoch (a generator pool swaps samples in here)."""
 
-    def crop(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    def crop(self, rng: np.random.Generator, zoom: float = 1.0) -> tuple[np.ndarray, ...]:
         """One patch: (image, classes, distance or None, mask), ``patch_shape / zoom`` large."""
         k = int(rng.choice(len(self.samples), p=self._mass / self._mass.sum()))
         s = self.samples[k]
         shape = s.labels.shape
-        zoom = 1.0
-        if self.scale_jitter is not None:
-            lo, hi = self.scale_jitter
-            zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         size = [max(2, int(round(p / zoom))) for p in self.patch_shape]
         points = self._points[k]
         if points.size and rng.random() < self.focus:
@@ -677,74 +673,95 @@ class PatchSampler:
             _crop(s.mask, start, size, False),
         )
 
-    def batch(self, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, ...]]:
-        return [self.crop(rng) for _ in range(int(n))]
+    def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray | None, ...]:
+        """``n`` patches stacked: (images, classes, distances or None, masks).
+
+        One zoom (``scale_jitter``) per batch, so that the patches stack and travel to the device
+        in one transfer each; they are resized to ``patch_shape`` there.
+        """
+        zoom = 1.0
+        if self.scale_jitter is not None:
+            lo, hi = self.scale_jitter
+            zoom = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        crops = [self.crop(rng, zoom) for _ in range(int(n))]
+        return tuple(
+            None if crops[0][i] is None else np.stack([c[i] for c in crops]) for i in range(4)
+        )
+
+
+def _upload(arr: np.ndarray, device: Any) -> Any:
+    import torch
+
+    t = torch.from_numpy(arr)
+    if device.type == "cuda":  # pinned: the copy overlaps with the previous step's compute
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _to_device_batch(
-    crops: list[tuple[np.ndarray, ...]],
+    batch: tuple[np.ndarray | None, ...],
     patch_shape: tuple[int, ...],
     device: Any,
     rng: np.random.Generator,
     augment: bool,
 ) -> tuple[Any, Any, Any, Any]:
-    """Stack crops into tensors on ``device``, resized to ``patch_shape`` and augmented."""
+    """Stacked patches to tensors on ``device``, resized to ``patch_shape`` and augmented.
+
+    Small dtypes travel (float16 pools, uint8 classes) and are widened on the device. Each patch
+    gets its own flips and 90 degree rotation (in the last two axes), gamma, contrast,
+    brightness and noise.
+    """
     import torch
     import torch.nn.functional as F
 
     nd = len(patch_shape)
-    xs, cs, ds, ms = [], [], [], []
-    for img, cls, dist, m in crops:
-        # small dtypes travel (float16 pools, uint8 classes) and are widened on the device
-        x = torch.from_numpy(img).to(device, non_blocking=True).float()
-        c = torch.from_numpy(cls).to(device, non_blocking=True).long()
-        d = None if dist is None else torch.from_numpy(dist).to(device, non_blocking=True).float()
-        mk = torch.from_numpy(m).to(device, non_blocking=True)
-        if tuple(cls.shape) != patch_shape:
-            mode = "bilinear" if nd == 2 else "trilinear"
-            x = F.interpolate(x[None], size=patch_shape, mode=mode, align_corners=False)[0]
-            c = F.interpolate(c[None, None].float(), size=patch_shape, mode="nearest")[0, 0].long()
-            mk = F.interpolate(mk[None, None].float(), size=patch_shape, mode="nearest")[0, 0] > 0.5
-            if d is not None:
-                d = F.interpolate(d[None, None], size=patch_shape, mode="nearest")[0, 0]
-        if augment:
-            flips = [a for a in range(nd) if rng.random() < 0.5]
-            k = (
-                int(rng.integers(4))
-                if patch_shape[-1] == patch_shape[-2]
-                else 2 * int(rng.integers(2))
-            )
-            if flips:
-                x = torch.flip(x, [a + 1 for a in flips])
-                c, mk = torch.flip(c, flips), torch.flip(mk, flips)
-                d = None if d is None else torch.flip(d, flips)
-            if k:
-                x = torch.rot90(x, k, (nd - 1, nd))
-                c, mk = torch.rot90(c, k, (nd - 2, nd - 1)), torch.rot90(mk, k, (nd - 2, nd - 1))
-                d = None if d is None else torch.rot90(d, k, (nd - 2, nd - 1))
-        xs.append(x)
-        cs.append(c)
-        ds.append(d)
-        ms.append(mk)
-    x = torch.stack(xs).contiguous()
-    c = torch.stack(cs).contiguous()
-    m = torch.stack(ms).contiguous()
-    d = None if ds[0] is None else torch.stack(ds).contiguous()
-    if augment:
-        b, ch = x.shape[:2]
-        shape = (b, ch) + (1,) * nd
+    img, cls, dist, m = batch
+    x = _upload(img, device).float()
+    c = _upload(cls, device).long()
+    d = None if dist is None else _upload(dist, device).float()
+    mk = _upload(m, device)
+    if tuple(cls.shape[1:]) != tuple(patch_shape):
+        mode = "bilinear" if nd == 2 else "trilinear"
+        x = F.interpolate(x, size=patch_shape, mode=mode, align_corners=False)
+        c = F.interpolate(c[:, None].float(), size=patch_shape, mode="nearest")[:, 0].long()
+        mk = F.interpolate(mk[:, None].float(), size=patch_shape, mode="nearest")[:, 0] > 0.5
+        if d is not None:
+            d = F.interpolate(d[:, None], size=patch_shape, mode="nearest")[:, 0]
+    if not augment:
+        return x, c, d, mk
+    b = x.shape[0]
+    maps = [c, mk] + ([d] if d is not None else [])
 
-        def rand(lo: float, hi: float, size: tuple[int, ...]) -> Any:
-            return torch.from_numpy(rng.uniform(lo, hi, size).astype(np.float32)).to(device)
+    def apply(fn: Callable[[Any, int], Any], which: np.ndarray) -> None:
+        """Apply ``fn(tensor, channel_offset)`` to the patches selected by ``which``."""
+        nonlocal x
+        if not which.any():
+            return
+        idx = torch.from_numpy(np.flatnonzero(which)).to(device)
+        x[idx] = fn(x[idx], 1)
+        for t in maps:
+            t[idx] = fn(t[idx], 0)
 
-        gamma = torch.exp(rand(np.log(0.7), np.log(1.4), shape))
-        x = torch.where(x > 0, x.clamp(min=0) ** gamma, x)
-        x = x * rand(0.75, 1.25, shape) + rand(-0.1, 0.1, shape)
-        sigma = rand(0.0, 0.06, (b, 1) + (1,) * nd)
-        gen = torch.Generator(device=x.device)
-        gen.manual_seed(int(rng.integers(2**62)))
-        x = x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    return x, c, d, m
+    for axis in range(nd):
+        apply(lambda t, o, a=axis: torch.flip(t, [a + 1 + o]), rng.random(b) < 0.5)
+    square = patch_shape[-1] == patch_shape[-2]
+    ks = rng.integers(4, size=b) if square else 2 * rng.integers(2, size=b)
+    for k in (1, 2, 3):
+        apply(lambda t, o, k=k: torch.rot90(t, k, (nd - 1 + o, nd + o)), ks == k)
+    ch = x.shape[1]
+    shape = (b, ch) + (1,) * nd
+
+    def rand(lo: float, hi: float, size: tuple[int, ...]) -> Any:
+        return torch.from_numpy(rng.uniform(lo, hi, size).astype(np.float32)).to(device)
+
+    gamma = torch.exp(rand(np.log(0.7), np.log(1.4), shape))
+    x = torch.where(x > 0, x.clamp(min=0) ** gamma, x)
+    x = x * rand(0.75, 1.25, shape) + rand(-0.1, 0.1, shape)
+    sigma = rand(0.0, 0.06, (b, 1) + (1,) * nd)
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(int(rng.integers(2**62)))
+    x = x + sigma * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    return x.contiguous(), c.contiguous(), None if d is None else d.contiguous(), mk.contiguous()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1115,8 +1132,9 @@ def fit(
             for g in opt.param_groups:
                 g["lr"] = lr
             try:
-                crops = sampler.batch(batch_size, rng)
-                x, c, d, m = _to_device_batch(crops, patch_shape, dev, rng, augment)
+                x, c, d, m = _to_device_batch(
+                    sampler.batch(batch_size, rng), patch_shape, dev, rng, augment
+                )
                 with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                     out = net(x)
                 loss = training_loss(out, c, d, m, task=task, boundary_weight=boundary_weight)
