@@ -51,10 +51,10 @@ from napari_segkit.datasets import synthetic_nuclei
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_segkit" / "models" / "weights"
 OUTPUT = {2: "nuclei_unet_2d.safetensors", 3: "nuclei_unet_3d.safetensors"}
 #: The object diameter (pixels, isotropic) each model works at.
-TARGET = {2: 24.0, 3: 16.0}
-#: Size of a pool image after rescaling, and of the training patches.
-ITEM = {2: (384, 384), 3: (96, 144, 144)}
-PATCH = {2: (256, 256), 3: (80, 128, 128)}
+TARGET = {2: 24.0, 3: 20.0}
+#: Size of a pool image after rescaling (2D), as generated (3D); the training patches.
+ITEM = {2: (384, 384), 3: (48, 160, 160)}
+PATCH = {2: (256, 256), 3: (64, 128, 128)}
 BATCH = {2: 16, 3: 4}
 POOL = {2: 384, 3: 64}
 ARCH = {
@@ -62,9 +62,12 @@ ARCH = {
     3: {"depth": 3, "width": 24, "norm": "group"},
 }
 #: --tiny: the same pipeline, small enough for a CPU.
-VAL_IMAGES = {2: 8, 3: 3}
-EVAL_IMAGES = {2: 16, 3: 4}
-TINY_ITEM = {2: (96, 96), 3: (24, 48, 48)}
+VAL_IMAGES = {2: 8, 3: 4}
+#: Held-out images: their shape (as generated; the nuclei are 5-100 px wide in 2D).
+HOLDOUT = {2: (384, 384), 3: (48, 128, 128)}
+TINY_HOLDOUT = {2: (128, 128), 3: (24, 64, 64)}
+EVAL_IMAGES = {2: 16, 3: 8}
+TINY_ITEM = {2: (96, 96), 3: (24, 64, 64)}
 TINY_PATCH = {2: (64, 64), 3: (16, 32, 32)}
 TINY_BATCH = {2: 4, 3: 1}
 TINY_POOL = {2: 12, 3: 4}
@@ -72,12 +75,17 @@ TINY_ARCH = {
     2: {"depth": 2, "width": 8, "norm": "group"},
     3: {"depth": 2, "width": 4, "norm": "group"},
 }
-#: Diameter range (pixels, xy) drawn for the training images.
+#: Diameter range (pixels, xy) drawn for the 2D training images (3D: the generator's own; the
+#: synthetic_nuclei fallback draws from this range).
 DIAMETERS = {2: (10.0, 60.0), 3: (14.0, 44.0)}
 
 
 def generate(ndim: int, config: str, seed: int, item: tuple[int, ...]):
-    """One generated image, its labels and voxel spacing, sized so that it is ``item`` at scale."""
+    """One generated image, its labels and voxel spacing.
+
+    2D: the nuclei diameter is drawn from :data:`DIAMETERS` and the image sized so that it is
+    ``item`` large once rescaled to the target diameter. 3D: generated at ``item``.
+    """
     rng = np.random.default_rng(seed)
     lo, hi = DIAMETERS[ndim]
     d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -100,20 +108,16 @@ def generate(ndim: int, config: str, seed: int, item: tuple[int, ...]):
                 seed=seed,
             )
         return img, lab, (1.0, 1.0)
-    zf = 0.66  # the generator's voxels are ~1.5x longer in z
-    shape = (max(8, int(round(item[0] * factor * zf))),) + tuple(
-        max(32, int(round(n * factor))) for n in item[1:]
-    )
+    # 3D: generated at the item's shape; its nuclei's own size (xy diameter ~14-44) sets the scale
     if realistic_nuclei_3d is not None:
-        kwargs = {"diameter": d} if config == "train" else {}
         img, lab, spacing = realistic_nuclei_3d(
-            shape, config=config, seed=seed, return_spacing=True, **kwargs
+            tuple(item), config=config, seed=seed, return_spacing=True
         )
         return img, lab, tuple(float(s) for s in spacing)
     r = d / 2
-    n = int(rng.uniform(0.05, 0.3) * np.prod(shape) / (4 / 3 * math.pi * r**3))
+    n = int(rng.uniform(0.05, 0.3) * np.prod(item) / (4 / 3 * math.pi * r**3))
     img, lab = synthetic_nuclei(
-        shape, n_nuclei=max(n, 1), radius=(0.8 * r, 1.2 * r), touching=True, seed=seed
+        tuple(item), n_nuclei=max(n, 1), radius=(0.8 * r, 1.2 * r), touching=True, seed=seed
     )
     return img, lab, (1.0, 1.0, 1.0)
 
@@ -212,25 +216,56 @@ class PoolSampler(tr.PatchSampler):
         return out
 
 
-def holdout_scores(net, ndim: int, n: int, item, seed: int, device) -> dict:
-    """AP@0.5 on the held-out configuration, at the images' own resolution."""
+def make_holdout(job: tuple):
+    """Worker: one held-out image at its own resolution, and at the model's scale."""
+    ndim, seed, shape = job
+    if ndim == 2:
+        if realistic_nuclei is not None:
+            img, lab = realistic_nuclei(shape, config="holdout", seed=seed)
+        else:
+            img, lab = synthetic_nuclei(
+                shape, n_nuclei=60, radius=(4, 20), touching=True, seed=seed
+            )
+        spacing = (1.0, 1.0)
+    elif realistic_nuclei_3d is not None:
+        img, lab, spacing = realistic_nuclei_3d(
+            shape, config="holdout", seed=seed, return_spacing=True
+        )
+    else:
+        img, lab = synthetic_nuclei(shape, n_nuclei=30, radius=(4, 12), touching=True, seed=seed)
+        spacing = (1.0, 1.0, 1.0)
+    d, zoom = diameter_and_zoom(lab, spacing, TARGET[ndim])
+    if d is None:
+        return None
+    s = tr.prepare_sample(img[None], lab, scale=zoom)
+    return s.image, lab, float(d)
+
+
+def holdout_scores(net, ndim: int, n: int, shape, seed: int, device, pool) -> dict:
+    """AP@0.5 on the held-out configuration, at the images' own resolution.
+
+    Each image is rescaled by its true median nucleus diameter to the model's scale, predicted,
+    and the labels are resized back to the image's size before matching.
+    """
     tp = fp = fn = 0
-    ious = []
-    for i in range(n):
-        img, lab, spacing = generate(ndim, "holdout", seed + i, item)
-        d, zoom = diameter_and_zoom(lab, spacing, TARGET[ndim])
-        if d is None:
+    ious, diameters = [], []
+    items = pool.map(make_holdout, [(ndim, seed + i, shape) for i in range(n)])
+    for item in items:
+        if item is None:
             continue
-        s = tr.prepare_sample(img[None], lab, scale=zoom)
-        maps = tr.predict_maps(net, s.image, device=device)
+        image, lab, d = item
+        maps = tr.predict_maps(net, image, device=device)
         pred = tr._resize_nearest(tr.labels_from_maps(maps), lab.shape)
         r = tr._match(pred, lab)
         tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
+        diameters.append(round(d, 1))
         if r["tp"]:
             ious.append(r["mean_iou"])
     return {
         "config": "holdout",
-        "images": n,
+        "images": len(diameters),
+        "shape": list(shape),
+        "median_diameters": diameters,
         "iou_threshold": 0.5,
         "ap50": tp / max(tp + fp + fn, 1),
         "tp": tp,
@@ -339,6 +374,7 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
         max_seconds=train_s,
         on_epoch=on_epoch,
         seed=args.seed,
+        evaluate_start=False,  # a new network: its random start is no candidate
         start_is_candidate=False,
         tile_shape=tuple(2 * p for p in patch),
     )
@@ -356,7 +392,8 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
     t_eval = time.perf_counter()
     loaded = tr.load_unet(out, device)
     n_eval = 2 if tiny else (args.eval_images or EVAL_IMAGES[ndim])
-    scores = holdout_scores(loaded.module, ndim, n_eval, item, 9 * 10**8, device)
+    shape = (TINY_HOLDOUT if tiny else HOLDOUT)[ndim]
+    scores = holdout_scores(loaded.module, ndim, n_eval, shape, 9 * 10**8, device, pool)
     scores["seconds"] = round(time.perf_counter() - t_eval, 1)
     info.update(measured)
     metrics["holdout"] = scores

@@ -598,7 +598,7 @@ def _crop(arr: np.ndarray, start: Sequence[int], size: Sequence[int], fill: Any)
 
 
 class PatchSampler:
-    """Random patches of prepared samples, centred on annotated pixels most of the time.
+    """Random patches of prepared samples, centred on annotated objects most of the time.
 
     Parameters
     ----------
@@ -608,7 +608,7 @@ class PatchSampler:
     scale_jitter : (float, float) or None
         Zoom range: a patch is cut ``patch_shape / zoom`` large and resized (on the device).
     focus : float
-        Probability that a patch is centred on an annotated pixel (else anywhere).
+        Probability that a patch is centred near an annotated object pixel (else anywhere).
     """
 
     def __init__(
@@ -640,10 +640,17 @@ class PatchSampler:
 
     @staticmethod
     def _index(s: Sample) -> tuple[np.ndarray, float]:
-        """Annotated pixels to centre patches on (at most 100 000), and the sample's weight."""
-        flat = np.flatnonzero(s.mask)
+        """Pixels to centre patches on (at most 100 000), and the sample's weight.
+
+        The centres are the annotated object pixels (annotated pixels if there is none), so that
+        sparse objects are seen; the weight is the number of annotated pixels.
+        """
+        annotated = int(s.mask.sum())
+        flat = np.flatnonzero(s.mask & (s.classes > 0))
+        if flat.size == 0:
+            flat = np.flatnonzero(s.mask)
         step = max(1, flat.size // 100_000)
-        return flat[::step], float(max(flat.size, 1))
+        return flat[::step], float(max(annotated, 1))
 
     def refresh(self) -> None:
         """Called at the start of every epoch (a generator pool swaps samples in here)."""
