@@ -1016,80 +1016,50 @@ def _is_oom(exc: BaseException) -> bool:
     )
 
 
-def fit(
+def _guard(where: str, batch_size: int, patch_shape: Sequence[int]) -> Callable[..., Any]:
+    """Run ``fn()``; out-of-memory errors become a MemoryError that says what to change."""
+
+    def run(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except BaseException as exc:
+            if _is_oom(exc):
+                raise MemoryError(_oom_message(batch_size, patch_shape, where)) from exc
+            raise
+
+    return run
+
+
+def _loop(
     net: Any,
-    sampler: PatchSampler,
-    val_samples: Sequence[Sample],
     *,
-    task: str,
+    step: Callable[[float], Any],
+    validate: Callable[[], dict[str, Any] | None],
     save: Callable[[dict[str, Any], dict[str, Any]], Any],
-    device: Any = "cpu",
-    epochs: int = 30,
-    steps_per_epoch: int = 50,
-    batch_size: int = 8,
-    learning_rate: float = 1e-3,
-    augment: bool = True,
-    amp: bool = True,
-    boundary_weight: float = 2.0,
+    metric_name: str,
+    guard: Callable[..., Any],
+    epochs: int,
+    steps_per_epoch: int,
+    learning_rate: float,
     max_seconds: float | None = None,
     progress: ProgressCallback | None = None,
     on_epoch: Callable[[dict[str, Any]], Any] | None = None,
     stop: Any = None,
-    seed: int = 0,
+    before_epoch: Callable[[], Any] | None = None,
     evaluate_start: bool = True,
     start_is_candidate: bool = True,
-    tile_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The training loop: AdamW, warm-up then cosine learning rate, best model saved on improvement.
+    """The epochs, the learning rate schedule, the choice and saving of the best model.
 
-    ``save(state_dict, summary)`` is called with the CPU copy of the best weights and a summary
-    dict (``epoch``, ``metric``, ``history``...) at the start (epoch 0, when
-    ``evaluate_start``) and after every epoch that improves the validation metric (ties: lower
-    validation loss; without validation samples: lower training loss). The starting model
-    competes only if ``start_is_candidate`` (fine-tuning: never end worse than the start); a new
-    network is saved at the start, so that the file exists, and replaced after the first epoch
-    whatever its score (the chance matches of random weights are no model to keep). ``max_seconds`` ends the
-    training after that time (the learning rate then follows the time). ``stop`` (anything with
-    ``is_set()``) ends it after the current step; the best model stays saved.
-
-    Returns
-    -------
-    dict
-        ``history``, ``best`` (the best epoch's dict), ``best_state``, ``initial``, ``stopped``,
-        ``steps``, ``seconds``.
+    Model-agnostic (the U-Net's :func:`fit` and Mask R-CNN's training use it): ``step(lr)`` runs
+    one training step at learning rate ``lr`` and returns its loss (a tensor, not synchronised);
+    ``validate()`` returns ``{"metric", "loss", ...}`` or None without validation data;
+    ``guard(fn)`` runs ``fn`` translating out-of-memory errors. See :func:`fit` for the rest.
     """
-    import torch
-
-    dev = device if hasattr(device, "type") else resolve_device(device)
-    rng = np.random.default_rng(seed)
-    net.to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     total = int(epochs) * int(steps_per_epoch)
     warm = max(1, min(200, total // 10))
-    use_amp = bool(amp) and dev.type == "cuda"
-    amp_dtype = torch.bfloat16
-    if use_amp and not torch.cuda.is_bf16_supported():
-        amp_dtype = torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    patch_shape = sampler.patch_shape
-    where = f"the {dev.type.upper()} device" if dev.type != "cpu" else "the CPU"
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-
-    def validate() -> dict[str, Any] | None:
-        if not val_samples:
-            return None
-        return evaluate(
-            net,
-            val_samples,
-            task=task,
-            device=dev,
-            tile_shape=tile_shape,
-            amp=amp,
-            boundary_weight=boundary_weight,
-        )
 
     def key(metric: float | None, loss: float) -> tuple[float, float]:
         return (-math.inf if metric is None else metric, -loss)
@@ -1101,12 +1071,7 @@ def fit(
     best_state = None
     initial = None
     if evaluate_start:
-        try:
-            v = validate()
-        except BaseException as exc:
-            if _is_oom(exc):
-                raise MemoryError(_oom_message(batch_size, patch_shape, where)) from exc
-            raise
+        v = guard(validate)
         initial = {
             "epoch": 0,
             "metric": None if v is None else v["metric"],
@@ -1119,11 +1084,12 @@ def fit(
             save(state_copy(), {"epoch": 0, "best": start, "history": history, "initial": initial})
             if start_is_candidate:
                 best, best_state = start, state_copy()
-    step = 0
+    n_done = 0
     stopped = False
+    lr = learning_rate
     for epoch in range(1, int(epochs) + 1):
-        sampler.refresh()
-        net.train()
+        if before_epoch is not None:
+            before_epoch()
         t0 = time.perf_counter()
         running, n_steps = None, 0  # summed on the device: no sync per step
         for _ in range(int(steps_per_epoch)):
@@ -1133,40 +1099,17 @@ def fit(
             elapsed = time.perf_counter() - t_start
             if max_seconds is not None and elapsed >= max_seconds:
                 break
-            frac = elapsed / max_seconds if max_seconds else step / max(total, 1)
-            lr = learning_rate * min(1.0, (step + 1) / warm)
+            frac = elapsed / max_seconds if max_seconds else n_done / max(total, 1)
+            lr = learning_rate * min(1.0, (n_done + 1) / warm)
             lr *= 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            try:
-                x, c, d, m = _to_device_batch(
-                    sampler.batch(batch_size, rng), patch_shape, dev, rng, augment
-                )
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                    out = net(x)
-                loss = training_loss(out, c, d, m, task=task, boundary_weight=boundary_weight)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-                scaler.step(opt)
-                scaler.update()
-            except BaseException as exc:
-                if _is_oom(exc):
-                    raise MemoryError(_oom_message(batch_size, patch_shape, where)) from exc
-                raise
-            running = loss.detach() if running is None else running + loss.detach()
+            loss = guard(lambda lr=lr: step(lr))
+            running = loss if running is None else running + loss
             n_steps += 1
-            step += 1
-            report(progress, step, total)
+            n_done += 1
+            report(progress, n_done, total)
         if n_steps == 0 or stopped:  # stopped mid-epoch: return at once, the best is saved
             break
-        try:
-            v = validate()
-        except BaseException as exc:
-            if _is_oom(exc):
-                raise MemoryError(_oom_message(batch_size, patch_shape, where)) from exc
-            raise
+        v = guard(validate)
         train_loss = float(running) / n_steps
         if not math.isfinite(train_loss):
             raise FloatingPointError(
@@ -1180,7 +1123,7 @@ def fit(
             "loss": train_loss,
             "val_loss": None if v is None else v["loss"],
             "metric": None if v is None else v["metric"],
-            "metric_name": "AP@0.5" if task == "instance" else "IoU",
+            "metric_name": metric_name,
             "seconds": time.perf_counter() - t0,
             "lr": lr,
             "best": False,
@@ -1217,9 +1160,122 @@ def fit(
         "best_state": best_state,
         "initial": initial,
         "stopped": stopped,
-        "steps": step,
+        "steps": n_done,
         "seconds": time.perf_counter() - t_start,
     }
+
+
+def fit(
+    net: Any,
+    sampler: PatchSampler,
+    val_samples: Sequence[Sample],
+    *,
+    task: str,
+    save: Callable[[dict[str, Any], dict[str, Any]], Any],
+    device: Any = "cpu",
+    epochs: int = 30,
+    steps_per_epoch: int = 50,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    augment: bool = True,
+    amp: bool = True,
+    boundary_weight: float = 2.0,
+    max_seconds: float | None = None,
+    progress: ProgressCallback | None = None,
+    on_epoch: Callable[[dict[str, Any]], Any] | None = None,
+    stop: Any = None,
+    seed: int = 0,
+    evaluate_start: bool = True,
+    start_is_candidate: bool = True,
+    tile_shape: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Train a U-Net on patches: AdamW, warm-up then cosine learning rate, best model saved.
+
+    ``save(state_dict, summary)`` is called with the CPU copy of the best weights and a summary
+    dict (``epoch``, ``metric``, ``history``...) at the start (epoch 0, when
+    ``evaluate_start``) and after every epoch that improves the validation metric (ties: lower
+    validation loss; without validation samples: lower training loss). The starting model
+    competes only if ``start_is_candidate`` (fine-tuning: never end worse than the start); a new
+    network is saved at the start, so that the file exists, and replaced after the first epoch
+    whatever its score (the chance matches of random weights are no model to keep).
+    ``max_seconds`` ends the training after that time (the learning rate then follows the
+    time). ``stop`` (anything with ``is_set()``) ends it after the current step; the best model
+    stays saved. ``sampler.refresh()`` is called before every epoch.
+
+    Returns
+    -------
+    dict
+        ``history``, ``best`` (the best epoch's dict), ``best_state``, ``initial``, ``stopped``,
+        ``steps``, ``seconds``.
+    """
+    import torch
+
+    dev = device if hasattr(device, "type") else resolve_device(device)
+    rng = np.random.default_rng(seed)
+    net.to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
+    use_amp = bool(amp) and dev.type == "cuda"
+    amp_dtype = torch.bfloat16
+    if use_amp and not torch.cuda.is_bf16_supported():
+        amp_dtype = torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    patch_shape = sampler.patch_shape
+    where = f"the {dev.type.upper()} device" if dev.type != "cpu" else "the CPU"
+
+    def step(lr: float) -> Any:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, c, d, m = _to_device_batch(
+            sampler.batch(batch_size, rng), patch_shape, dev, rng, augment
+        )
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+            out = net(x)
+        loss = training_loss(out, c, d, m, task=task, boundary_weight=boundary_weight)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
+
+    def validate() -> dict[str, Any] | None:
+        if not val_samples:
+            return None
+        return evaluate(
+            net,
+            val_samples,
+            task=task,
+            device=dev,
+            tile_shape=tile_shape,
+            amp=amp,
+            boundary_weight=boundary_weight,
+        )
+
+    def before_epoch() -> None:
+        sampler.refresh()
+        net.train()
+
+    return _loop(
+        net,
+        step=step,
+        validate=validate,
+        save=save,
+        metric_name="AP@0.5" if task == "instance" else "IoU",
+        guard=_guard(where, batch_size, patch_shape),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate,
+        max_seconds=max_seconds,
+        progress=progress,
+        on_epoch=on_epoch,
+        stop=stop,
+        before_epoch=before_epoch,
+        evaluate_start=evaluate_start,
+        start_is_candidate=start_is_candidate,
+    )
 
 
 def _patch_shape(
