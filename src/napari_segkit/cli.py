@@ -295,6 +295,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
             print(f"training on {len(pairs)} image(s): {', '.join(p.name for p, _ in found)}")
             res = training.train(
                 pairs,
+                model=args.model,
                 task=args.task,
                 start_from=args.start_from,
                 ndim=args.ndim,
@@ -338,6 +339,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--labels", nargs="+", type=Path, help="label files (same order) or folders (same names)"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="model (.safetensors)")
+    p.add_argument("--model", default="unet", choices=["unet", "maskrcnn"])
     p.add_argument("--start-from", default=None, help="nuclei (shipped) or a checkpoint file")
     p.add_argument("--task", default="instance", choices=["instance", "semantic"])
     p.add_argument("--ndim", type=int, default=2, choices=[2, 3])

@@ -275,7 +275,7 @@ def test_semantic_3d_rgb_and_multichannel(tmp_path):
         ([], {}, "pairs is empty"),
         ([(np.zeros((64, 64)),)], {}, "expected"),
         ([(np.zeros((64, 64)), np.ones((64, 64), int), np.ones((64, 64)))], {}, "bool"),
-        ([(np.zeros((64, 64)), np.ones((64, 64), int))], {"model": "maskrcnn"}, "unet"),
+        ([(np.zeros((64, 64)), np.ones((64, 64), int))], {"model": "sam"}, "model must be"),
         ([(np.zeros((64, 64)), np.ones((64, 64), int))], {"epochs": -1}, "epochs"),
         ([(np.zeros((64, 64)), np.ones((64, 64), int))], {"val_fraction": 1.0}, "val_fraction"),
         ([(np.zeros((64, 64)), np.ones((64, 64), int))], {"annotation": "some"}, "annotation"),
@@ -315,3 +315,35 @@ def test_out_of_memory_gives_a_clear_message(pairs, tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "training_loss", oom)
     with pytest.raises(MemoryError, match="batch_size=2"):
         tr.train(pairs, epochs=1, checkpoint=tmp_path / "m.safetensors", val_fraction=0, **FAST)
+
+
+def test_maskrcnn_fine_tuning_through_the_same_loop(tmp_path):
+    from napari_segkit.models import maskrcnn as mr
+
+    pairs = [synthetic_nuclei((128, 128), n_nuclei=15, seed=s) for s in (5, 6)]
+    out = tmp_path / "mrcnn.safetensors"
+    epochs = []
+    res = tr.train(
+        pairs,
+        model="maskrcnn",
+        start_from="nuclei",
+        epochs=1,
+        steps_per_epoch=1,
+        batch_size=1,
+        patch_size=128,
+        device="cpu",
+        checkpoint=out,
+        on_epoch=epochs.append,
+    )
+    # the shipped nuclei model already segments these: fine-tuning never ends below the start
+    assert res.initial_metric > 0.5 and res.best_metric >= res.initial_metric
+    assert len(epochs) == 1 and epochs[0]["metric_name"] == "AP@0.5"
+    assert epochs[0]["val_loss"] is None
+    model = mr.load_checkpoint(out, "cpu")
+    assert model.class_names == ["background", "nucleus"]  # kept from the start model
+    assert model.metadata["extra"]["metrics"]["best"] == pytest.approx(res.best_metric)
+    assert mr.predict_instances(pairs[0][0], model, device="cpu").n_objects > 5
+    with pytest.raises(ValueError, match="completely"):
+        tr.train(pairs, model="maskrcnn", annotation="objects", checkpoint=out)
+    with pytest.raises(ValueError, match="2D"):
+        tr.train(pairs, model="maskrcnn", ndim=3, checkpoint=out)

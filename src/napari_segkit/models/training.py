@@ -65,7 +65,8 @@ INSTANCE_OUTPUTS = {
     "distance_channel": 3,
     "distance_activation": "sigmoid",
 }
-MODELS = ("unet",)
+#: What :func:`train` trains.
+MODELS = ("unet", "maskrcnn")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1061,8 +1062,8 @@ def _loop(
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
 
-    def key(metric: float | None, loss: float) -> tuple[float, float]:
-        return (-math.inf if metric is None else metric, -loss)
+    def key(metric: float | None, loss: float | None) -> tuple[float, float]:
+        return (-math.inf if metric is None else metric, 0.0 if loss is None else -loss)
 
     def state_copy() -> dict[str, Any]:
         return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
@@ -1335,9 +1336,13 @@ def train(
         channels (RGB last, or multichannel); any numeric dtype; each is normalized by its 1st
         and 99.8th percentiles per channel, as inference does. ``mask`` (bool, the labels'
         shape) marks the pixels that count in the loss; it overrides ``annotation``.
-    model : {'unet'}
-        Mask R-CNN training through this loop is not implemented (see
-        ``scripts/train_nuclei_maskrcnn.py``).
+    model : {'unet', 'maskrcnn'}
+        ``'maskrcnn'``: train a Mask R-CNN (2D instances only, complete annotation only, at
+        the images' own scale, no validation loss); ``start_from`` is ``"nuclei"`` (the shipped
+        model: the sensible choice for a few images), a COCO architecture name (its heads are
+        replaced for one class), a Mask R-CNN checkpoint, or ``None`` (the small architecture
+        from scratch). The checkpoint is in :mod:`napari_segkit.models.maskrcnn`'s format (load
+        it with ``load_model``), the metric AP@0.5 from ``predict_instances``.
     task : {'instance', 'semantic'}
     start_from : None, 'nuclei' or path
         Fine-tune: the shipped nuclei U-Net of ``ndim`` or a checkpoint; its architecture, task,
@@ -1429,11 +1434,8 @@ def train(
     """
     import torch
 
-    if model != "unet":
-        raise ValueError(
-            f"model must be 'unet'; got {model!r} (Mask R-CNN is trained by "
-            f"scripts/train_nuclei_maskrcnn.py, not yet through train())"
-        )
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}; got {model!r}")
     for name, value, lo in (
         ("epochs", epochs, 0),
         ("steps_per_epoch", steps_per_epoch, 1),
@@ -1450,6 +1452,32 @@ def train(
     if learning_rate is not None and not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
     dev = resolve_device(device)
+    if model == "maskrcnn":
+        return _train_maskrcnn(
+            pairs,
+            start_from=start_from,
+            ndim=ndim,
+            task=task,
+            annotation=annotation,
+            regions=regions,
+            names=names,
+            class_names=class_names,
+            epochs=int(epochs),
+            steps_per_epoch=int(steps_per_epoch),
+            batch_size=int(batch_size),
+            patch_size=patch_size,
+            learning_rate=learning_rate,
+            val_fraction=float(val_fraction),
+            augment=augment,
+            device=dev,
+            checkpoint=checkpoint,
+            object_diameter=object_diameter,
+            amp=amp,
+            progress=progress,
+            on_epoch=on_epoch,
+            stop=stop,
+            seed=seed,
+        )
 
     # the starting model (fine-tuning) fixes the architecture, task and scale
     start = None
@@ -1667,4 +1695,361 @@ def train(
         stopped=out["stopped"],
         model=net,
         metadata=read_unet_metadata(checkpoint),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Mask R-CNN through the same loop (uses models.maskrcnn: re-point these imports after its split)
+
+#: The Mask R-CNN trained from scratch, and its input normalization (as the shipped nuclei model).
+MASKRCNN_SCRATCH = "maskrcnn_resnet10_fpn_small"
+MASKRCNN_NORMALIZATION = {
+    "percentiles": [1.0, 99.8],
+    "uint8_rgb": "percentile",
+    "mean": [0.0] * 3,
+    "std": [1.0] * 3,
+}
+
+
+@dataclass
+class _RawSample:
+    """A Mask R-CNN training image: raw channels-last pixels, their normalization, labels."""
+
+    image: np.ndarray  # (H, W, C) raw
+    lo: np.ndarray
+    scale: np.ndarray
+    labels: np.ndarray
+    name: str
+    shape: tuple[int, ...]
+
+
+def _maskrcnn_targets(labels: np.ndarray, min_area: int = 6) -> dict[str, np.ndarray]:
+    """torchvision targets of a label crop: boxes (x0, y0, x1, y1), labels 1, masks."""
+    boxes, masks = [], []
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        m = labels == i
+        if int(m[box].sum()) < min_area:
+            continue
+        ys, xs = box
+        boxes.append([xs.start, ys.start, xs.stop, ys.stop])
+        masks.append(m)
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "labels": np.ones(len(boxes), np.int64),
+        "masks": (np.stack(masks) if masks else np.zeros((0, *labels.shape), bool)).astype(
+            np.uint8
+        ),
+    }
+
+
+def _load_maskrcnn_start(start_from: Any) -> Any:
+    """A fresh (uncached) Mask R-CNN to train, with 2 classes (background, object)."""
+    from . import maskrcnn as mr
+
+    if start_from is None:
+        module = mr.build_architecture(MASKRCNN_SCRATCH, 2)
+        return mr.LoadedModel(
+            module, MASKRCNN_SCRATCH, ["background", "object"], dict(MASKRCNN_NORMALIZATION), "new"
+        )
+    if isinstance(start_from, str) and start_from in mr.SHIPPED_MODELS:
+        loaded = mr.load_checkpoint(mr.SHIPPED_MODELS[start_from], "cpu")
+        loaded.source = start_from
+    elif isinstance(start_from, str) and start_from in mr.COCO_ARCHITECTURES:
+        loaded = mr.load_coco(start_from, "cpu")
+    else:
+        loaded = mr.load_checkpoint(start_from, "cpu")
+    if loaded.num_classes != 2:  # e.g. COCO: new heads for one object class
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+        heads = loaded.module.roi_heads
+        heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, 2)
+        mp = heads.mask_predictor
+        heads.mask_predictor = MaskRCNNPredictor(
+            mp.conv5_mask.in_channels, mp.conv5_mask.out_channels, 2
+        )
+        loaded.class_names = ["background", "object"]
+    return loaded
+
+
+def _train_maskrcnn(
+    pairs: Sequence[Sequence[Any]],
+    *,
+    start_from: Any,
+    ndim: int,
+    task: str,
+    annotation: str,
+    regions: Sequence[Any] | None,
+    names: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    patch_size: Any,
+    learning_rate: float | None,
+    val_fraction: float,
+    augment: bool,
+    device: Any,
+    checkpoint: Any,
+    object_diameter: float | None,
+    amp: bool,
+    progress: ProgressCallback | None,
+    on_epoch: Callable[[dict[str, Any]], Any] | None,
+    stop: Any,
+    seed: int,
+) -> TrainingResult:
+    """:func:`train` for ``model="maskrcnn"`` (see there)."""
+    import torch
+
+    from . import maskrcnn as mr
+
+    if ndim != 2 or task != "instance":
+        raise ValueError(
+            f"Mask R-CNN trains 2D instance models only; got ndim={ndim}, task={task!r}"
+        )
+    has_masks = any(len(p) == 3 and p[2] is not None for p in pairs)
+    if annotation != "complete" or regions is not None or has_masks:
+        raise ValueError(
+            "Mask R-CNN learns every unlabelled pixel as background, so it needs completely "
+            "annotated images (annotation='complete', no masks or regions); use model='unet' "
+            "for partial annotation"
+        )
+    checked = check_pairs(pairs, ndim=2, task="instance", names=names)
+    channels = checked[0][0].shape[0]
+    if channels not in (1, 3):
+        raise ValueError(f"Mask R-CNN takes grey or RGB images; these have {channels} channels")
+    loaded = _load_maskrcnn_start(start_from)
+    norm = loaded.normalisation
+    if class_names is not None:
+        if len(class_names) != 2:
+            raise ValueError(f"class_names must be 2 names (background, object); got {class_names}")
+        loaded.class_names = [str(c) for c in class_names]
+    samples = []
+    for img, lab, _, name, _ in checked:
+        raw = np.ascontiguousarray(np.moveaxis(img, 0, -1))
+        lo, sc = mr._plane_normalisation(raw, norm)
+        samples.append(_RawSample(raw, lo, sc, lab.astype(np.int32), name, lab.shape))
+
+    # validation: by image, or the last part of a single image along its longest axis
+    rng = np.random.default_rng(seed)
+    train_set, val = list(samples), []
+    if val_fraction > 0:
+        with_objects = [i for i, s in enumerate(samples) if s.labels.any()]
+        if len(samples) >= 2 and with_objects:
+            n_val = min(max(1, int(round(val_fraction * len(samples)))), len(samples) - 1)
+            chosen = set(
+                rng.choice(with_objects, size=min(n_val, len(with_objects)), replace=False).tolist()
+            )
+            val = [s for i, s in enumerate(samples) if i in chosen]
+            train_set = [s for i, s in enumerate(samples) if i not in chosen]
+        elif len(samples) == 1:
+            s = samples[0]
+            axis = int(np.argmax(s.shape))
+            n = s.shape[axis]
+            n_val = max(32, int(round(n * val_fraction)))
+            if n - n_val >= 32:
+                cut = [slice(None)] * 2
+                cut_v, cut_t = list(cut), list(cut)
+                cut_v[axis], cut_t[axis] = slice(n - n_val, n), slice(0, n - n_val)
+                tv, tt = tuple(cut_v), tuple(cut_t)
+                v = _RawSample(
+                    s.image[tv], s.lo, s.scale, s.labels[tv], f"{s.name} (validation part)", s.shape
+                )
+                if v.labels.any():
+                    t = _RawSample(
+                        s.image[tt],
+                        s.lo,
+                        s.scale,
+                        s.labels[tt],
+                        f"{s.name} (training part)",
+                        s.shape,
+                    )
+                    train_set, val = [t], [v]
+    side = DEFAULT_PATCH[2] if patch_size is None else int(np.max(patch_size))
+    largest = max(max(s.labels.shape) for s in train_set)
+    side = max(32, min(side, -(-largest // 32) * 32))
+    weights = np.array([s.labels.size for s in train_set], np.float64)
+    weights /= weights.sum()
+
+    module = loaded.module.to(device)
+    module.transform.min_size = (side,)
+    module.transform.max_size = side  # no resizing: the model learns at the native pixel size
+    module.rpn._pre_nms_top_n["training"] = 3000  # crowded images
+    module.rpn._post_nms_top_n["training"] = 3000
+    fine_tune = start_from is not None
+    if learning_rate is None:
+        learning_rate = 5e-4 if fine_tune else 2e-3
+    opt = torch.optim.AdamW(module.parameters(), lr=float(learning_rate), weight_decay=1e-4)
+    use_amp = bool(amp) and device.type == "cuda"
+
+    def train_mode() -> None:
+        module.train()
+        if fine_tune:  # small batches: keep the pretrained batch-norm statistics
+            for m in module.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def crop() -> tuple[Any, dict[str, Any]]:
+        s = train_set[int(rng.choice(len(train_set), p=weights))]
+        h, w = s.labels.shape
+        y0 = int(rng.integers(0, h - side + 1)) if h > side else 0
+        x0 = int(rng.integers(0, w - side + 1)) if w > side else 0
+        raw = s.image[y0 : y0 + side, x0 : x0 + side]
+        lab = s.labels[y0 : y0 + side, x0 : x0 + side]
+        x = (raw.astype(np.float32) - s.lo) * s.scale
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        if augment:
+            k = int(rng.integers(4))
+            x, lab = np.rot90(x, k), np.rot90(lab, k)
+            if rng.random() < 0.5:
+                x, lab = x[:, ::-1], lab[:, ::-1]
+            x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.05, 0.05)
+        x = np.ascontiguousarray(np.moveaxis(x, -1, 0))
+        if x.shape[0] == 1:
+            x = np.repeat(x, 3, axis=0)
+        lab = np.ascontiguousarray(lab)
+        _, relabeled = np.unique(lab, return_inverse=True)
+        target = _maskrcnn_targets(relabeled.reshape(lab.shape).astype(np.int32))
+        return (
+            torch.from_numpy(x).to(device),
+            {k: torch.from_numpy(v).to(device) for k, v in target.items()},
+        )
+
+    def step(lr: float) -> Any:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        images, targets = zip(*(crop() for _ in range(batch_size)), strict=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            losses = module(list(images), list(targets))
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+        opt.step()
+        return loss.detach().float()
+
+    def validate() -> dict[str, Any] | None:
+        if not val:
+            return None
+        module.eval()
+        model = mr.LoadedModel(
+            module, loaded.architecture, loaded.class_names, norm, "training", device
+        )
+        tp = fp = fn = 0
+        try:
+            for s in val:
+                res = mr.predict_instances(
+                    s.image if s.image.shape[-1] == 3 else s.image[..., 0], model, device=device
+                )
+                r = _match(res.labels, s.labels)
+                tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
+        finally:
+            train_mode()
+        denom = tp + fp + fn
+        return {"metric": tp / denom if denom else 1.0, "loss": None, "tp": tp, "fp": fp, "fn": fn}
+
+    if checkpoint is None:
+        checkpoint = Path(tempfile.mkdtemp(prefix="segkit-train-")) / "model.safetensors"
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix != ".safetensors":
+        raise ValueError(f"checkpoint must be a .safetensors file; got {checkpoint}")
+    measured = [tg.median_diameter(s.labels) for s in samples if s.labels.any()]
+    info = {
+        "images": [{"name": s.name, "shape": list(s.shape)} for s in samples],
+        "validation_images": [s.name for s in val],
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "patch_shape": [side, side],
+        "learning_rate": float(learning_rate),
+        "start_from": None if start_from is None else str(start_from),
+        "object_diameter": object_diameter or (float(np.median(measured)) if measured else None),
+        "device": str(device),
+        "seed": int(seed),
+        "trained_by": "napari_segkit.models.training.train(model='maskrcnn')",
+        "version": _version(),
+        "date": _now(),
+    }
+
+    class _State:
+        def __init__(self, state: dict[str, Any]) -> None:
+            self.state = state
+
+        def state_dict(self) -> dict[str, Any]:
+            return self.state
+
+    def save(state: dict[str, Any], summary: dict[str, Any]) -> None:
+        init = summary.get("initial")
+        metrics = {
+            "name": "AP@0.5",
+            "best": summary["best"].get("metric"),
+            "best_epoch": summary["epoch"],
+            "initial": None if init is None else init.get("metric"),
+            "history": [
+                {k: v for k, v in e.items() if k != "validation"} for e in summary["history"]
+            ],
+        }
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{checkpoint.name}.", suffix=".safetensors", dir=checkpoint.parent
+        )
+        os.close(fd)
+        try:
+            mr.save_checkpoint(
+                _State(state),
+                tmp,
+                architecture=loaded.architecture,
+                class_names=loaded.class_names,
+                normalisation=norm,
+                extra={"training": dict(info, epochs_done=summary["epoch"]), "metrics": metrics},
+            )
+            os.replace(tmp, checkpoint)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    train_mode()
+    where = f"the {device.type.upper()} device" if device.type != "cpu" else "the CPU"
+    out = _loop(
+        module,
+        step=step,
+        validate=validate,
+        save=save,
+        metric_name="AP@0.5",
+        guard=_guard(where, batch_size, (side, side)),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        learning_rate=float(learning_rate),
+        progress=progress,
+        on_epoch=on_epoch,
+        stop=stop,
+        before_epoch=train_mode,
+        start_is_candidate=fine_tune,
+    )
+    module.load_state_dict(out["best_state"])
+    module = module.to("cpu").eval()
+    best = out["best"]
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), framework="pt") as f:
+        raw_meta = dict(f.metadata() or {})
+    meta: dict[str, Any] = {}
+    for k, v in raw_meta.items():
+        try:
+            meta[k] = json.loads(v)
+        except json.JSONDecodeError:
+            meta[k] = v
+    return TrainingResult(
+        checkpoint=checkpoint,
+        history=out["history"],
+        best_metric=best.get("metric"),
+        best_epoch=int(best.get("epoch", 0)),
+        metric_name="AP@0.5",
+        initial_metric=None if out["initial"] is None else out["initial"]["metric"],
+        stopped=out["stopped"],
+        model=module,
+        metadata=meta,
     )
