@@ -56,8 +56,13 @@ DEFAULT_ARCHITECTURE = {
 #: Patch side by ndim.
 DEFAULT_PATCH = {2: 256, 3: 128}
 #: Input normalization (also what inference must do): per channel, per image (2D) or volume (3D),
-#: the 1st and 99.8th percentiles map to 0 and 1.
-NORMALIZATION = {"method": "percentile", "percentiles": [1.0, 99.8], "channels": "each"}
+#: the 1st and 99.8th percentiles map to 0 and 1 (before the image is rescaled).
+NORMALIZATION = {
+    "method": "percentile",
+    "percentiles": [1.0, 99.8],
+    "channels": "each",
+    "per": "image (2D) or volume (3D), before rescaling",
+}
 #: How to read an instance U-Net's 4 outputs.
 INSTANCE_OUTPUTS = {
     "classes": list(tg.INSTANCE_CLASS_NAMES),
@@ -1635,7 +1640,6 @@ def train(
         "seed": int(seed),
         "trained_by": "napari_segkit.models.training.train",
     }
-    saved_meta: dict[str, Any] = {}
 
     def save(state: dict[str, Any], summary: dict[str, Any]) -> None:
         hist = [{k: v for k, v in e.items() if k != "validation"} for e in summary["history"]]
@@ -1660,7 +1664,6 @@ def train(
             training=info,
             metrics=metrics,
         )
-        saved_meta.update(metrics=metrics, training=info)
 
     out = fit(
         net,
