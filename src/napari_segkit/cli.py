@@ -283,10 +283,148 @@ def parse_setting(text: str) -> tuple[str, object]:
     return key.strip(), raw
 
 
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``segkit train``: train or fine-tune a U-Net on image/label files or folders of pairs."""
+    suffixes = ("_labels", "_label", "_masks", "_mask", "_seg")
+    extensions = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+    def files_in(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions)
+
+    def base(path: Path) -> str:
+        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+        return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+    def is_label(path: Path) -> bool:
+        return base(path).lower().endswith(suffixes)
+
+    def key(path: Path) -> str:
+        stem = base(path)
+        for suffix in suffixes:
+            if stem.lower().endswith(suffix):
+                return stem[: -len(suffix)]
+        return stem
+
+    def find_pairs(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
+        for p in [*images, *labels]:
+            if not p.exists():
+                raise ValueError(f"{p} does not exist")
+        if not labels:  # folders holding both: X.tif with X_labels.tif (or _masks, _mask, _seg)
+            found = [f for p in images for f in (files_in(p) if p.is_dir() else [p])]
+            labels = [f for f in found if is_label(f)]
+            images = [f for f in found if not is_label(f)]
+            if not labels:
+                raise ValueError(
+                    "no labels: give --labels, or folders where each image X.tif has its "
+                    f"labels as X_labels.tif (or {', '.join(suffixes[1:])})"
+                )
+        image_files = [f for p in images for f in (files_in(p) if p.is_dir() else [p])]
+        label_files = [f for p in labels for f in (files_in(p) if p.is_dir() else [p])]
+        if any(p.is_dir() for p in [*images, *labels]):
+            by_key = {key(f): f for f in label_files}
+            pairs = [(f, by_key.get(key(f))) for f in image_files if not is_label(f)]
+            missing = [str(f) for f, lab in pairs if lab is None]
+            if missing:
+                raise ValueError(f"no labels found for {', '.join(missing[:3])}")
+            return pairs
+        if len(image_files) != len(label_files):
+            raise ValueError(
+                f"{len(image_files)} image(s) but {len(label_files)} label file(s); give one "
+                f"label file per image, in the same order"
+            )
+        return list(zip(image_files, label_files, strict=True))
+
+    def run(args: argparse.Namespace) -> int:
+        from .models import training
+
+        try:
+            found = find_pairs(list(args.images), list(args.labels or []))
+            pairs = [(io.read_image(img).data, io.read_image(lab).data) for img, lab in found]
+            architecture = {
+                k: v for k, v in (("depth", args.depth), ("width", args.width)) if v is not None
+            }
+
+            def on_epoch(e: dict) -> None:
+                metric = "-" if e["metric"] is None else f"{e['metric']:.3f}"
+                print(
+                    f"epoch {e['epoch']}/{e['epochs']}  loss {e['loss']:.4f}  "
+                    f"val {e['metric_name']} {metric}  {e['seconds']:.1f} s"
+                    + ("  * saved" if e["best"] else ""),
+                    flush=True,
+                )
+
+            print(f"training on {len(pairs)} image(s): {', '.join(p.name for p, _ in found)}")
+            res = training.train(
+                pairs,
+                model=args.model,
+                task=args.task,
+                start_from=args.start_from,
+                ndim=args.ndim,
+                epochs=args.epochs,
+                steps_per_epoch=args.steps_per_epoch,
+                batch_size=args.batch_size,
+                patch_size=args.patch_size,
+                learning_rate=args.learning_rate,
+                val_fraction=args.val_fraction,
+                device=args.device,
+                checkpoint=args.output,
+                object_diameter=args.object_diameter,
+                target_diameter=args.target_diameter,
+                annotation=args.annotation,
+                names=[p.name for p, _ in found],
+                architecture=architecture or None,
+                on_epoch=on_epoch,
+                seed=args.seed,
+            )
+        except (ValueError, MemoryError, OSError) as err:
+            message = " ".join(str(err).split())
+            print(f"segkit train: {message}", file=sys.stderr)
+            return 2
+        best = "-" if res.best_metric is None else f"{res.best_metric:.3f}"
+        start = "-" if res.initial_metric is None else f"{res.initial_metric:.3f}"
+        print(
+            f"best {res.metric_name} {best} (epoch {res.best_epoch}; before training {start}) "
+            f"-> {res.checkpoint}"
+        )
+        return 0
+
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a U-Net on images and their labels",
+        description="Train (or fine-tune with --start-from) a U-Net on image/label files, or on "
+        "folders of pairs (X.tif with X_labels.tif, X_masks.tif...). The best model is saved to "
+        "OUTPUT after every epoch that improves the validation metric.",
+    )
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    p.add_argument(
+        "--labels", nargs="+", type=Path, help="label files (same order) or folders (same names)"
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="model (.safetensors)")
+    p.add_argument("--model", default="unet", choices=["unet", "maskrcnn"])
+    p.add_argument("--start-from", default=None, help="nuclei (shipped) or a checkpoint file")
+    p.add_argument("--task", default="instance", choices=["instance", "semantic"])
+    p.add_argument("--ndim", type=int, default=2, choices=[2, 3])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=None, help="256 (2D) or 128 (3D)")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--annotation", default="complete", choices=["complete", "objects"])
+    p.add_argument("--object-diameter", type=float, default=None, help="measured if omitted")
+    p.add_argument("--target-diameter", type=float, default=None)
+    p.add_argument("--depth", type=int, default=None, help="new model: poolings")
+    p.add_argument("--width", type=int, default=None, help="new model: first-stage features")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
 #: subcommand registrations, in the order shown by ``segkit --help``
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     *(partial(add_method_parser, name=name) for name in METHOD_COMMANDS),
     add_weights_parser,
+    add_train_parser,
 ]
 
 
