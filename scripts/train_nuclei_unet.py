@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_segkit.metrics import match_instances
 from napari_segkit.models import training as tr
-from napari_segkit.models.unet import build_unet
+from napari_segkit.models.devices import resolve_device
+from napari_segkit.models.unet import build_unet, load_unet
 
 # --- the generators ---------------------------------------------------------------------------
 # FALLBACK: until napari_segkit.datasets.realistic_nuclei(_3d) are merged, train on
@@ -241,11 +243,12 @@ def make_holdout(job: tuple):
     return s.image, lab, float(d)
 
 
-def holdout_scores(net, ndim: int, n: int, shape, seed: int, device, pool) -> dict:
+def holdout_scores(model, ndim: int, n: int, shape, seed: int, device, pool) -> dict:
     """AP@0.5 on the held-out configuration, at the images' own resolution.
 
-    Each image is rescaled by its true median nucleus diameter to the model's scale, predicted,
-    and the labels are resized back to the image's size before matching.
+    Each image is rescaled (per axis: 3D volumes are anisotropic) by its true median nucleus
+    diameter to the model's scale and predicted with the validation's maps and watershed
+    (``tr._maps``, ``tr.labels_from_maps``); the labels are resized back before matching.
     """
     tp = fp = fn = 0
     ious, diameters = [], []
@@ -254,13 +257,14 @@ def holdout_scores(net, ndim: int, n: int, shape, seed: int, device, pool) -> di
         if item is None:
             continue
         image, lab, d = item
-        maps = tr.predict_maps(net, image, device=device)
-        pred = tr._resize_nearest(tr.labels_from_maps(maps), lab.shape)
-        r = tr._match(pred, lab)
-        tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
+        maps = tr._maps(model.module, image, task="instance", device=device)
+        labels = tr.labels_from_maps(maps, diameter=model.object_diameter)
+        pred = tr._resize_nearest(labels, lab.shape)
+        r = match_instances(pred, lab, iou_threshold=0.5)
+        tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
         diameters.append(round(d, 1))
-        if r["tp"]:
-            ious.append(r["mean_iou"])
+        if r.tp:
+            ious.append(r.mean_matched_iou)
     return {
         "config": "holdout",
         "images": len(diameters),
@@ -344,8 +348,7 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
             architecture=net.config,
             task="instance",
             class_names=["background", "nucleus"],
-            object_diameter=None,
-            target_diameter=TARGET[ndim],
+            object_diameter=TARGET[ndim],
             training=info,
             metrics=metrics,
             half=True,
@@ -390,10 +393,10 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
     print(f"[{ndim}D] {json.dumps(measured)}", flush=True)
     # reload the saved file, as users will, and score it on the held-out configuration
     t_eval = time.perf_counter()
-    loaded = tr.load_unet(out, device)
+    loaded = load_unet(out, device, cache=False)
     n_eval = 2 if tiny else (args.eval_images or EVAL_IMAGES[ndim])
     shape = (TINY_HOLDOUT if tiny else HOLDOUT)[ndim]
-    scores = holdout_scores(loaded.module, ndim, n_eval, shape, 9 * 10**8, device, pool)
+    scores = holdout_scores(loaded, ndim, n_eval, shape, 9 * 10**8, device, pool)
     scores["seconds"] = round(time.perf_counter() - t_eval, 1)
     info.update(measured)
     metrics["holdout"] = scores
@@ -403,7 +406,7 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
         architecture=loaded.config,
         task="instance",
         class_names=["background", "nucleus"],
-        target_diameter=TARGET[ndim],
+        object_diameter=TARGET[ndim],
         training=info,
         metrics=metrics,
         half=True,
@@ -447,7 +450,7 @@ def main(argv=None) -> None:
 
     # the main process only feeds the GPU: leave the other cores to the data workers
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - args.workers))
-    device = tr.resolve_device(args.device)
+    device = resolve_device(args.device)
     print(
         f"device {device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")

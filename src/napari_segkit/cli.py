@@ -14,6 +14,7 @@ Examples::
     segkit threshold coins.png -o coins_labels.tif --method otsu --min-size 20
     segkit edges coins.png -o coins_edges.tif --region-mode watershed
     segkit kmeans photo.png -o photo_clusters.tif --rgb --k 4
+    segkit train images/ -o my_cells.safetensors --start-from nuclei   # X.tif + X_labels.tif
 
 Every method's options are generated from its one parameter declaration
 (:mod:`napari_segkit.params`), so their defaults are the widget's.
@@ -340,6 +341,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         try:
             found = find_pairs(list(args.images), list(args.labels or []))
             pairs = [(io.read_image(img).data, io.read_image(lab).data) for img, lab in found]
+            if args.output.exists() and not args.overwrite:
+                raise io.OutputExistsError(
+                    f"{args.output}: exists; choose another name or pass --overwrite"
+                )
             architecture = {
                 k: v for k, v in (("depth", args.depth), ("width", args.width)) if v is not None
             }
@@ -368,8 +373,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                 val_fraction=args.val_fraction,
                 device=args.device,
                 checkpoint=args.output,
+                diameter=args.diameter,
                 object_diameter=args.object_diameter,
-                target_diameter=args.target_diameter,
                 annotation=args.annotation,
                 names=[p.name for p, _ in found],
                 architecture=architecture or None,
@@ -377,9 +382,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                 seed=args.seed,
             )
         except (ValueError, MemoryError, OSError) as err:
-            message = " ".join(str(err).split())
-            print(f"segkit train: {message}", file=sys.stderr)
-            return 2
+            return _die("train", " ".join(str(err).split()))
         best = "-" if res.best_metric is None else f"{res.best_metric:.3f}"
         start = "-" if res.initial_metric is None else f"{res.initial_metric:.3f}"
         print(
@@ -400,8 +403,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--labels", nargs="+", type=Path, help="label files (same order) or folders (same names)"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="model (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.add_argument("--model", default="unet", choices=["unet", "maskrcnn"])
-    p.add_argument("--start-from", default=None, help="nuclei (shipped) or a checkpoint file")
+    p.add_argument(
+        "--start-from", default=None, help="nuclei (shipped), a user model name or a checkpoint"
+    )
     p.add_argument("--task", default="instance", choices=["instance", "semantic"])
     p.add_argument("--ndim", type=int, default=2, choices=[2, 3])
     p.add_argument("--epochs", type=int, default=30)
@@ -411,8 +417,18 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--annotation", default="complete", choices=["complete", "objects"])
-    p.add_argument("--object-diameter", type=float, default=None, help="measured if omitted")
-    p.add_argument("--target-diameter", type=float, default=None)
+    p.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        help="object diameter in the images, pixels (measured from the labels if omitted)",
+    )
+    p.add_argument(
+        "--object-diameter",
+        type=float,
+        default=None,
+        help="the diameter the model works at (default: the --start-from model's, else --diameter)",
+    )
     p.add_argument("--depth", type=int, default=None, help="new model: poolings")
     p.add_argument("--width", type=int, default=None, help="new model: first-stage features")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])

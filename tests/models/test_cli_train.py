@@ -8,7 +8,7 @@ tifffile = pytest.importorskip("tifffile")
 
 from napari_segkit.cli import main  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
-from napari_segkit.models.training import read_unet_metadata  # noqa: E402
+from napari_segkit.models.checkpoints import read_metadata as read_unet_metadata  # noqa: E402
 
 TINY = ["--depth", "1", "--width", "4", "--epochs", "2", "--steps-per-epoch", "2"]
 TINY += ["--batch-size", "2", "--patch-size", "32", "--device", "cpu"]
@@ -56,7 +56,10 @@ def test_train_a_folder_of_pairs(tmp_path, capsys):
     for i in range(2):
         (d / f"img{i}.tif").rename(imgs / f"img{i}.tif")
         (d / f"img{i}_masks.tif").rename(labs / f"img{i}.tif")
-    assert main(["train", str(imgs), "--labels", str(labs), "-o", str(out), *TINY]) == 0
+    argv = ["train", str(imgs), "--labels", str(labs), "-o", str(out), *TINY]
+    assert main(argv) == 2  # the model exists
+    assert "exists" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
 
 
 def test_bad_input_exits_with_one_line(tmp_path, capsys):

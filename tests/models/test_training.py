@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 from napari_segkit.algorithms.image import Cancelled  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
 from napari_segkit.models import training as tr  # noqa: E402
+from napari_segkit.models.checkpoints import read_metadata  # noqa: E402
+from napari_segkit.models.unet import load_unet  # noqa: E402
 
 TINY = {"depth": 2, "width": 8, "norm": "group"}
 FAST = dict(
@@ -69,7 +71,7 @@ def test_training_improves_the_validation_metric(trained):
 
 def test_checkpoint_round_trip(trained, pairs):
     res, _ = trained
-    meta = tr.read_unet_metadata(res.checkpoint)
+    meta = read_metadata(res.checkpoint)
     assert meta["family"] == "unet" and meta["task"] == "instance"
     assert meta["architecture"] == {
         "ndim": 2,
@@ -82,10 +84,11 @@ def test_checkpoint_round_trip(trained, pairs):
     assert meta["metrics"]["best_epoch"] == res.best_epoch
     assert len(meta["training"]["images"]) == 4
     assert meta["training"]["images"][0]["shape"] == [96, 96]
-    assert meta["object_diameter"] == pytest.approx(meta["target_diameter"])
+    assert meta["object_diameter"] == pytest.approx(meta["training"]["diameter"])  # no rescaling
+    assert meta["outputs"]["distance_activation"] == "sigmoid"
     assert meta["normalization"]["percentiles"] == [1.0, 99.8]
     assert meta["version"] and meta["date"][:2] == "20"
-    loaded = tr.load_unet(res.checkpoint)
+    loaded = load_unet(res.checkpoint, "cpu")
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         np.testing.assert_allclose(loaded.module(x).numpy(), res.model(x).numpy(), atol=1e-5)
@@ -98,7 +101,7 @@ def test_checkpoint_round_trip(trained, pairs):
         class_names=["background", "nucleus"],
         half=True,
     )
-    again = tr.load_unet(half)
+    again = load_unet(half, "cpu")
     assert next(again.module.parameters()).dtype == torch.float32
     assert again.class_names == ["background", "nucleus"]
 
@@ -115,7 +118,7 @@ def test_fine_tuning_starts_from_the_checkpoint(trained, pairs, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert tuned.initial_metric == pytest.approx(res.best_metric)
-    meta = tr.read_unet_metadata(out)
+    meta = read_metadata(out)
     assert meta["training"]["start_from"] == str(res.checkpoint)
     # and one epoch of training moves on from there
     more = tr.train(pairs, start_from=res.checkpoint, epochs=1, checkpoint=out, **FAST)
@@ -143,7 +146,7 @@ def test_stop_from_on_epoch_keeps_the_best(pairs, tmp_path):
     assert res.stopped and len(seen) == 2 and len(res.history) == 2
     best = max(e["metric"] for e in seen)  # a new network: the random start never competes
     assert res.best_metric == pytest.approx(best)
-    meta = tr.read_unet_metadata(res.checkpoint)
+    meta = read_metadata(res.checkpoint)
     assert meta["metrics"]["best"] == pytest.approx(best)
     saved = _state(res.checkpoint)
     for k, v in res.model.state_dict().items():
@@ -163,10 +166,10 @@ def test_an_exception_mid_epoch_leaves_a_good_checkpoint(pairs, tmp_path):
     with pytest.raises(Cancelled):
         tr.train(pairs, epochs=3, checkpoint=path, progress=progress, **kw)
     assert total["n"] == 15
-    meta = tr.read_unet_metadata(path)
+    meta = read_metadata(path)
     assert meta["metrics"]["best_epoch"] == 1
     assert [e["epoch"] for e in meta["metrics"]["history"]] == [1]
-    tr.load_unet(path)  # complete and loadable
+    load_unet(path, "cpu")  # complete and loadable
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left
 
 
@@ -195,7 +198,7 @@ def test_labels_outside_the_annotation_do_not_influence_training(pairs, tmp_path
     mask[:, :40] = True
     noisy = lab.copy()
     noisy[:, 48:] = np.random.default_rng(0).integers(0, 50, size=noisy[:, 48:].shape)
-    kw = dict(FAST, epochs=1, steps_per_epoch=5, val_fraction=0, object_diameter=12.0)
+    kw = dict(FAST, epochs=1, steps_per_epoch=5, val_fraction=0, diameter=12.0)
     a = tr.train([(img, lab, mask)], checkpoint=tmp_path / "a.safetensors", **kw)
     b = tr.train([(img, noisy, mask)], checkpoint=tmp_path / "b.safetensors", **kw)
     sa, sb = _state(a.checkpoint), _state(b.checkpoint)

@@ -4,8 +4,9 @@ Pure numpy/scipy: no torch, no napari. :mod:`napari_segkit.models.training` turn
 into what a U-Net learns to predict:
 
 - :func:`instance_targets`: three classes per pixel (0 background, 1 object interior, 2 object
-  boundary) and each object's distance transform normalised to 1 at its centre; a seeded watershed
-  on these maps gives the objects back.
+  boundary) and each object's distance transform normalized to 1 at its centre; the seeded watershed
+  of inference (:func:`napari_segkit.algorithms.watershed.instances_from_maps`) on these maps
+  gives the objects back.
 - :func:`semantic_targets`: class labels checked and made compact.
 - :func:`annotation_mask`: the pixels that count in the loss. A user who corrected 20 nuclei of an
   image (``mode="objects"``) trains on those nuclei and a ring of background around each, and the
@@ -64,10 +65,6 @@ def check_labels(labels: Any, *, name: str = "labels") -> np.ndarray:
     return arr
 
 
-def _cross(ndim: int) -> np.ndarray:
-    return ndi.generate_binary_structure(ndim, 1)
-
-
 def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
@@ -123,7 +120,7 @@ def instance_targets(
     boundary_width: int = 1,
     spacing: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel classes and normalised distance maps of an instance label image (2D or 3D).
+    """Per-pixel classes and normalized distance maps of an instance label image (2D or 3D).
 
     Parameters
     ----------
@@ -375,37 +372,3 @@ def annotation_mask(
     if region is not None:
         mask |= rasterize_region(region, labels.shape)
     return mask
-
-
-def _labels_from_maps(
-    interior: np.ndarray,
-    boundary: np.ndarray,
-    distance: np.ndarray,
-    *,
-    threshold: float = 0.5,
-    seed_threshold: float = 0.5,
-    min_size: int = 3,
-) -> np.ndarray:
-    """Objects back from predicted maps (a minimal seeded watershed; the inverse of the targets).
-
-    ``interior``/``boundary``: probabilities of those classes; ``distance``: the predicted
-    normalised distance. Foreground is where ``interior + boundary > threshold``; seeds are the
-    connected parts of ``interior > seed_threshold``; a watershed on ``-distance`` grows them over
-    the foreground.
-
-    TODO: re-point to ``napari_segkit.algorithms.instances.instances_from_maps`` once merged.
-    """
-    from skimage.segmentation import watershed
-
-    fg = (interior + boundary) > threshold
-    seeds, n = ndi.label((interior > seed_threshold) & fg, structure=_cross(interior.ndim))
-    if n == 0:
-        return np.zeros(interior.shape, dtype=np.int32)
-    if min_size > 1:
-        sizes = np.bincount(seeds.ravel())
-        small = sizes < min_size
-        small[0] = False
-        if small.any():
-            seeds[small[seeds]] = 0
-    out = watershed(-distance, markers=seeds, mask=fg)
-    return out.astype(np.int32)

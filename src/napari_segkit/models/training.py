@@ -12,19 +12,16 @@ loss (see :func:`~napari_segkit.algorithms.targets.annotation_mask`).
 
 torch is imported inside the functions only.
 
-What a checkpoint holds (safetensors metadata, every value a string, JSON where structured):
-``format`` (``"napari-segkit/unet"``), ``family`` (``"unet"``), ``architecture`` (the arguments
-of :func:`~napari_segkit.models.unet.build_unet`), ``task``, ``class_names``, ``outputs`` (how to
-read the output channels), ``normalization``, ``object_diameter``, ``target_diameter`` (the
-object size, in pixels, the model works at: images are rescaled by
-``target_diameter / their object diameter`` before prediction), ``training`` (images, epochs,
-settings), ``metrics`` (history, best), ``version``, ``date``.
+The checkpoints are the U-Nets' one format (:func:`napari_segkit.models.unet.save_unet`, read by
+:func:`napari_segkit.models.unet.load_unet` and the CNN widget): ``architecture``, ``task``,
+``class_names``, ``outputs``, ``normalization``, ``object_diameter`` (the object size, in pixels,
+the model works at: the training images are rescaled so that their objects have it, and so are
+the images it segments), ``training`` (images, settings, epochs done), ``metrics`` (validation
+metric per epoch, the best), ``version``, ``date``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 import os
 import tempfile
@@ -37,17 +34,22 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .. import metrics as _metrics
 from ..algorithms import targets as tg
+from ..algorithms import watershed as ws
 from ..algorithms.image import ProgressCallback, check_image, report
-from .unet import INSTANCE_CHANNELS, TASKS, build_unet
+from .checkpoints import read_metadata
+from .devices import resolve_device
+from .unet import (
+    DEFAULT_NORMALIZATION,
+    INSTANCE_CHANNELS,
+    TASKS,
+    LoadedUNet,
+    build_unet,
+    load_unet,
+    save_unet,
+)
 
-#: Tag written into the checkpoints' metadata.
-CHECKPOINT_FORMAT = "napari-segkit/unet"
-#: The shipped U-Nets, by (name, ndim).
-SHIPPED_UNETS = {
-    ("nuclei", 2): Path(__file__).parent / "weights" / "nuclei_unet_2d.safetensors",
-    ("nuclei", 3): Path(__file__).parent / "weights" / "nuclei_unet_3d.safetensors",
-}
 #: The architecture of a new model, by ndim (7.8 M parameters in 2D, 3.2 M in 3D).
 DEFAULT_ARCHITECTURE = {
     2: {"depth": 4, "width": 32, "norm": "batch"},
@@ -55,44 +57,16 @@ DEFAULT_ARCHITECTURE = {
 }
 #: Patch side by ndim.
 DEFAULT_PATCH = {2: 256, 3: 128}
-#: Input normalization (also what inference must do): per channel, per image (2D) or volume (3D),
-#: the 1st and 99.8th percentiles map to 0 and 1 (before the image is rescaled).
-NORMALIZATION = {
-    "method": "percentile",
-    "percentiles": [1.0, 99.8],
-    "channels": "each",
-    "per": "image (2D) or volume (3D), before rescaling",
-}
-#: How to read an instance U-Net's 4 outputs.
-INSTANCE_OUTPUTS = {
-    "classes": list(tg.INSTANCE_CLASS_NAMES),
-    "class_activation": "softmax over channels 0-2",
-    "distance_channel": 3,
-    "distance_activation": "sigmoid",
-}
+#: Input normalization (the inference's: :data:`napari_segkit.models.unet.DEFAULT_NORMALIZATION`).
+NORMALIZATION = DEFAULT_NORMALIZATION
 #: What :func:`train` trains.
 MODELS = ("unet", "maskrcnn")
+#: ``start_from="nuclei"`` for a model of ``ndim``: the shipped U-Net's name.
+SHIPPED_START = {2: "nuclei", 3: "nuclei_3d"}
 
 
 # --------------------------------------------------------------------------------------------
-# device and checkpoints (the few places that use models.maskrcnn; re-point when it is split)
-
-
-def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` as a ``torch.device``."""
-    from .maskrcnn import resolve_device as _resolve  # TODO: models.devices after the split
-
-    return _resolve(device)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
+# checkpoints (the format of models.checkpoints / models.unet)
 
 
 def save_unet_checkpoint(
@@ -104,16 +78,17 @@ def save_unet_checkpoint(
     class_names: Sequence[str],
     normalization: dict[str, Any] | None = None,
     object_diameter: float | None = None,
-    target_diameter: float | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
     """Write a U-Net and its metadata to ``path`` (safetensors) atomically.
 
-    The file is written next to ``path`` under a temporary name and then renamed over it
-    (``os.replace``), so ``path`` always holds either the previous complete model or the new one,
-    whatever happens during the write.
+    The one U-Net checkpoint format: :func:`napari_segkit.models.unet.save_unet` (metadata
+    :func:`~napari_segkit.models.unet.unet_metadata`, written by
+    :func:`napari_segkit.models.checkpoints.save_checkpoint` to a temporary file renamed over
+    ``path``, so ``path`` always holds a complete model). Load it with
+    :func:`napari_segkit.models.unet.load_unet`.
 
     Parameters
     ----------
@@ -125,202 +100,68 @@ def save_unet_checkpoint(
         The arguments of :func:`~napari_segkit.models.unet.build_unet` (``net.config``).
     task : {'instance', 'semantic'}
     class_names : sequence of str
-        Instance: the object class names, ``["background", "object"]`` by default; semantic: the
-        name of every class, the background first.
-    normalization, object_diameter, target_diameter, training, metrics
-        Recorded in the metadata (see the module docstring).
+        Instance: ``["background", <object name>]``; semantic: the name of every class, the
+        background first.
+    normalization : dict, optional
+        Default :data:`NORMALIZATION`.
+    object_diameter : float, optional
+        The object diameter, in pixels, the model works at (inference rescales images so that
+        their objects have it).
+    training, metrics : dict, optional
+        How it was trained (images, settings) and scored (history, best); JSON-able.
     half : bool
-        Store floating-point tensors as float16 (half the size; loaded back as float32).
+        Store floating-point tensors as float16 (half the size).
 
     Examples
     --------
     >>> import pathlib, tempfile
+    >>> from napari_segkit.models.unet import load_unet
     >>> tmp = pathlib.Path(tempfile.mkdtemp())
     >>> net = build_unet(ndim=2, depth=1, width=2)
     >>> path = save_unet_checkpoint(net, tmp / "m.safetensors", architecture=net.config,
-    ...                             task="instance", class_names=["background", "nucleus"])
-    >>> load_unet(path).task
-    'instance'
+    ...                             task="instance", class_names=["background", "nucleus"],
+    ...                             object_diameter=20, metrics={"best": 0.5})
+    >>> m = load_unet(path, "cpu")
+    >>> m.task, m.object_diameter, m.metadata["metrics"]["best"]
+    ('instance', 20.0, 0.5)
     """
-    from safetensors.torch import save_file
-
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
     state = module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
-    tensors = {}
-    for key, value in state.items():
-        value = value.detach().cpu().contiguous()
-        if half and value.is_floating_point():
-            value = value.half()
-        tensors[key] = value.clone()
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "family": "unet",
-        "architecture": json.dumps(dict(architecture)),
-        "task": task,
-        "class_names": json.dumps([str(c) for c in class_names]),
-        "outputs": json.dumps(INSTANCE_OUTPUTS if task == "instance" else {"classes": "softmax"}),
-        "normalization": json.dumps(normalization or NORMALIZATION),
-        "object_diameter": json.dumps(object_diameter),
-        "target_diameter": json.dumps(target_diameter),
-        "training": json.dumps(training or {}),
-        "metrics": json.dumps(metrics or {}),
-        "version": _version(),
-        "date": _now(),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return save_unet(
+        state,
+        path,
+        config=dict(architecture),
+        task=task,
+        class_names=class_names,
+        normalization=normalization or NORMALIZATION,
+        object_diameter=object_diameter,
+        training=training,
+        metrics=metrics,
+        half=half,
+    )
 
 
-@dataclass
-class LoadedUNet:
-    """A U-Net read from a checkpoint, with what is needed to feed it and read its output."""
+def load_start(start_from: str | os.PathLike, ndim: int = 2) -> LoadedUNet:
+    """A fresh (uncached, CPU) copy of the U-Net to fine-tune.
 
-    module: Any
-    config: dict[str, Any]
-    task: str
-    class_names: list[str]
-    normalization: dict[str, Any]
-    target_diameter: float | None
-    metadata: dict[str, Any]
-    source: str
-
-
-_JSON_KEYS = (
-    "architecture",
-    "class_names",
-    "outputs",
-    "normalization",
-    "object_diameter",
-    "target_diameter",
-    "training",
-    "metrics",
-)
-
-
-def read_unet_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The decoded metadata of a U-Net checkpoint (no tensors read)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"checkpoint {path} is not a valid safetensors file: {exc}") from exc
-    if raw.get("family") != "unet":
-        raise ValueError(
-            f"checkpoint {path} is not a napari-segkit U-Net (metadata family="
-            f"{raw.get('family')!r}; format={raw.get('format')!r})"
-        )
-    meta: dict[str, Any] = dict(raw)
-    for key in _JSON_KEYS:
-        if key in meta:
-            try:
-                meta[key] = json.loads(meta[key])
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"checkpoint {path}: metadata {key!r} is not JSON: {exc}") from exc
-    return meta
-
-
-def shipped_unet_path(name: str, ndim: int) -> Path:
-    """The file of a shipped U-Net (``"nuclei"``, 2D or 3D); ValueError if it is missing."""
-    key = (name, int(ndim))
-    if key not in SHIPPED_UNETS:
-        raise ValueError(
-            f"no shipped U-Net {name!r} for ndim={ndim}; shipped: {sorted(SHIPPED_UNETS)}"
-        )
-    path = SHIPPED_UNETS[key]
-    if not path.is_file():
-        raise ValueError(
-            f"the shipped U-Net {name!r} ({ndim}D) is missing ({path}); reinstall napari-segkit "
-            f"or run scripts/train_nuclei_unet.py"
-        )
-    return path
-
-
-def load_unet(
-    source: str | os.PathLike, device: Any = "cpu", *, ndim: int | None = None
-) -> LoadedUNet:
-    """Build the U-Net a checkpoint describes and load its weights (float32, eval mode).
-
-    Parameters
-    ----------
-    source : str or path
-        ``"nuclei"`` (the shipped model of ``ndim``, 2 by default) or a ``.safetensors`` file
-        written by :func:`save_unet_checkpoint`.
-    device : str
-        See :func:`resolve_device`.
-    ndim : {2, 3}, optional
-        Which shipped model; for a file, checked against the checkpoint.
+    ``start_from``: ``"nuclei"`` (the shipped nuclei U-Net of ``ndim``: ``"nuclei"`` or
+    ``"nuclei_3d"``), a shipped name, a user model name or a checkpoint file (see
+    :func:`napari_segkit.models.unet.load_unet`).
 
     Raises
     ------
     ValueError
-        Naming the file if it is missing, not a U-Net checkpoint, or its weights do not match its
-        architecture.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
-    >>> net = build_unet(ndim=2, depth=1, width=2)
-    >>> _ = save_unet_checkpoint(net, path, architecture=net.config, task="instance",
-    ...                          class_names=["background", "nucleus"])
-    >>> load_unet(path).config["depth"]
-    1
+        Unknown name, bad file, or a model of another ``ndim``.
     """
-    from safetensors.torch import load_file
-
-    if isinstance(source, str) and (source, ndim or 2) in SHIPPED_UNETS:
-        path = shipped_unet_path(source, ndim or 2)
-    else:
-        path = Path(source)
-    meta = read_unet_metadata(path)
-    config = dict(meta.get("architecture") or {})
-    if ndim is not None and config.get("ndim") != int(ndim):
-        raise ValueError(f"checkpoint {path} is a {config.get('ndim')}D model; ndim={ndim} asked")
-    try:
-        net = build_unet(**config)
-    except TypeError as exc:
-        raise ValueError(f"checkpoint {path}: bad architecture {config}: {exc}") from exc
-    state = load_file(str(path))
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = " ".join(line.strip() for line in str(exc).splitlines()[:3])[:500]
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3; got {ndim!r}")
+    source = SHIPPED_START[ndim] if start_from == "nuclei" else start_from
+    model = load_unet(source, "cpu", cache=False)
+    if model.ndim != ndim:
         raise ValueError(
-            f"checkpoint {path} does not match its architecture {config}: {lines}"
-        ) from exc
-    dev = resolve_device(device)
-    net = net.to(dev).eval()
-    task = meta.get("task", "instance")
-    if task not in TASKS:
-        raise ValueError(f"checkpoint {path}: unknown task {task!r}")
-    td = meta.get("target_diameter")
-    return LoadedUNet(
-        module=net,
-        config=config,
-        task=task,
-        class_names=[str(c) for c in meta.get("class_names") or []],
-        normalization=dict(meta.get("normalization") or NORMALIZATION),
-        target_diameter=None if td is None else float(td),
-        metadata=meta,
-        source=str(source),
-    )
+            f"start_from={start_from!r} is a {model.ndim}D model; a {ndim}D model was asked "
+            f"(ndim={ndim})"
+        )
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,10 +186,11 @@ class Sample:
     shape: tuple[int, ...] = ()  # the original spatial shape
 
 
-def normalize_image(
-    image: np.ndarray, percentiles: Sequence[float] = (1.0, 99.8), *, max_samples: int = 1 << 20
-) -> np.ndarray:
+def normalize_image(image: np.ndarray, percentiles: Sequence[float] = (1.0, 99.8)) -> np.ndarray:
     """Channels-first image to float32 with each channel's percentiles mapped to 0 and 1.
+
+    The inference's normalization (:func:`napari_segkit.models.normalize.normalize`), channels
+    first.
 
     Examples
     --------
@@ -356,19 +198,11 @@ def normalize_image(
     >>> float(x.min()), float(x.max())
     (0.0, 1.0)
     """
-    image = np.asarray(image)
-    out = np.empty(image.shape, dtype=np.float32)
-    p_lo, p_hi = (float(p) for p in percentiles)
-    for c in range(image.shape[0]):
-        chan = image[c]
-        step = max(1, int(chan.size // max_samples))
-        values = chan.reshape(-1)[::step].astype(np.float32)
-        values = values[np.isfinite(values)]
-        lo, hi = np.percentile(values, (p_lo, p_hi)) if values.size else (0.0, 1.0)
-        scale = 1.0 / (hi - lo) if hi > lo else 1.0
-        out[c] = (chan.astype(np.float32) - lo) * scale
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return out
+    from .normalize import normalize
+
+    last = np.moveaxis(np.asarray(image), 0, -1)
+    out = normalize(last, {"percentiles": [float(p) for p in percentiles]})
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0))
 
 
 def _channels_first(image: np.ndarray, labels_shape: tuple[int, ...], where: str) -> np.ndarray:
@@ -814,84 +648,61 @@ def training_loss(
     return (ce * m).sum() / denom
 
 
-def _axis_tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    from ..algorithms.instances import _axis_plan  # (start, end, core start, core end)
-
-    return _axis_plan(n, tile, overlap)
-
-
-def predict_maps(
+def _maps(
     net: Any,
     image: np.ndarray,
     *,
-    task: str = "instance",
-    device: Any = "cpu",
+    task: str,
+    device: Any,
     tile_shape: Sequence[int] | None = None,
     amp: bool = True,
 ) -> np.ndarray:
-    """Run a U-Net on a normalized channels-first image, tile by tile; returns probabilities.
+    """The network's maps of a prepared (normalized, rescaled) channels-first sample.
 
-    Instance: 4 channels (background, interior, boundary probabilities; distance in 0..1);
-    semantic: one probability per class. Tiles overlap by a quarter of their size and each one
-    keeps only its core.
+    Inference's tiling (:class:`~napari_segkit.models.tiling.TiledPredictor`, blended overlaps)
+    and output activations (:func:`napari_segkit.models.unet._forward`): instance, background /
+    interior / boundary probabilities and the distance; semantic, one probability per class.
     """
     import torch
 
-    depth = int(net.config["depth"])
-    mult = 2**depth
-    spatial = image.shape[1:]
-    nd = len(spatial)
-    padded = tuple(-(-n // mult) * mult for n in spatial)
+    from .devices import use_half
+    from .tiling import TiledPredictor, check_tiling
+    from .unet import _forward
+
+    nd = image.ndim - 1
     if tile_shape is None:
         tile_shape = (DEFAULT_PATCH[nd] * 2,) * nd
-    tile = tuple(min(-(-int(t) // mult) * mult, p) for t, p in zip(tile_shape, padded, strict=True))
-    x = np.zeros((image.shape[0], *padded), dtype=np.float32)
-    x[(slice(None), *(slice(0, n) for n in spatial))] = image
-    plans = [
-        _axis_tiles(p, t, min(t // 4, max(t // 2 - 1, 0)))
-        for p, t in zip(padded, tile, strict=True)
-    ]
-    n_out = int(net.config["out_channels"])
-    out = np.zeros((n_out, *padded), dtype=np.float32)
-    dev = resolve_device(device) if not hasattr(device, "type") else device
-    use_amp = bool(amp) and dev.type == "cuda"
+    tile = tuple(min(int(t), int(n)) for t, n in zip(tile_shape, image.shape[1:], strict=True))
+    overlap = tuple(min(t // 4, max(t // 2 - 1, 0)) for t in tile)
+    tiles, overlaps = check_tiling(tile, overlap, nd)
+    wrapped = LoadedUNet(net, dict(net.config), task, [], NORMALIZATION, None, "training")
+    predictor = TiledPredictor(
+        _forward(wrapped, use_half(device, amp)),
+        int(net.config["out_channels"]),
+        tile_size=tiles,
+        overlap=overlaps,
+        batch_size=4,
+        multiple=2 ** int(net.config["depth"]),
+    )
     was_training = net.training
     net.eval()
     try:
         with torch.inference_mode():
-            for combo in np.ndindex(*(len(p) for p in plans)):
-                parts = [plans[a][i] for a, i in enumerate(combo)]
-                src = tuple(slice(s, e) for s, e, _, _ in parts)
-                t = torch.from_numpy(np.ascontiguousarray(x[(slice(None), *src)])[None]).to(dev)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    y = net(t)
-                y = y.float()
-                if task == "instance":
-                    y = torch.cat([torch.softmax(y[:, :3], 1), torch.sigmoid(y[:, 3:4])], 1)
-                else:
-                    y = torch.softmax(y, 1)
-                y = y[0].cpu().numpy()
-                core_dst = tuple(slice(c0, c1) for _, _, c0, c1 in parts)
-                core_src = tuple(slice(c0 - s, c1 - s) for s, _, c0, c1 in parts)
-                out[(slice(None), *core_dst)] = y[(slice(None), *core_src)]
+            x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+            ((_, maps),) = list(predictor.run([(0, x)]))
+            return maps.cpu().numpy()
     finally:
         net.train(was_training)
-    return out[(slice(None), *(slice(0, n) for n in spatial))]
 
 
-def labels_from_maps(maps: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """Objects from the 4 instance maps of :func:`predict_maps` (seeded watershed).
+def labels_from_maps(maps: np.ndarray, *, diameter: float | None = None) -> np.ndarray:
+    """Objects from the 4 instance maps (:func:`~napari_segkit.algorithms.watershed.instances_from_maps`,
+    with inference's ``min_size``: a tenth of a typical object of ``diameter``)."""
+    from .unet import _min_size
 
-    TODO: re-point to ``napari_segkit.algorithms.instances.instances_from_maps`` once merged.
-    """
-    return tg._labels_from_maps(maps[1], maps[2], maps[3], **kwargs)
-
-
-def _match(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """One-to-one IoU >= 0.5 matching. TODO: re-point to napari_segkit.metrics.match_instances."""
-    from ..algorithms.instances import match_instances
-
-    return match_instances(pred, truth, iou_threshold=0.5)
+    return ws.instances_from_maps(
+        maps[1], maps[2], maps[3], min_size=_min_size(None, diameter, maps.ndim - 1)
+    )
 
 
 def _restrict_to_mask(pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -914,6 +725,7 @@ def evaluate(
     tile_shape: Sequence[int] | None = None,
     amp: bool = True,
     boundary_weight: float = 2.0,
+    diameter: float | None = None,
 ) -> dict[str, Any]:
     """Validation loss and metric of ``net`` on prepared samples.
 
@@ -934,7 +746,7 @@ def evaluate(
     union: dict[int, int] = {}
     losses, weights = [], []
     for s in samples:
-        maps = predict_maps(net, s.image, task=task, device=device, tile_shape=tile_shape, amp=amp)
+        maps = _maps(net, s.image, task=task, device=device, tile_shape=tile_shape, amp=amp)
         # the loss from the probabilities (log of them as logits gives the same cross-entropy)
         with torch.no_grad():
             p = torch.from_numpy(maps[None])
@@ -952,10 +764,10 @@ def evaluate(
         losses.append(float(loss) * n)
         weights.append(n)
         if task == "instance":
-            pred = _restrict_to_mask(labels_from_maps(maps), s.mask)
+            pred = _restrict_to_mask(labels_from_maps(maps, diameter=diameter), s.mask)
             truth = np.where(s.mask, s.labels, 0)
-            r = _match(pred, truth)
-            tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
+            r = _metrics.match_instances(pred, truth, iou_threshold=0.5)
+            tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
         else:
             pred = np.argmax(maps, axis=0)
             for k in range(1, maps.shape[0]):
@@ -1194,6 +1006,7 @@ def fit(
     evaluate_start: bool = True,
     start_is_candidate: bool = True,
     tile_shape: Sequence[int] | None = None,
+    diameter: float | None = None,
 ) -> dict[str, Any]:
     """Train a U-Net on patches: AdamW, warm-up then cosine learning rate, best model saved.
 
@@ -1206,7 +1019,8 @@ def fit(
     whatever its score (the chance matches of random weights are no model to keep).
     ``max_seconds`` ends the training after that time (the learning rate then follows the
     time). ``stop`` (anything with ``is_set()``) ends it after the current step; the best model
-    stays saved. ``sampler.refresh()`` is called before every epoch.
+    stays saved. ``sampler.refresh()`` is called before every epoch. ``diameter``: the objects'
+    size in the samples (the model's ``object_diameter``), for the validation's ``min_size``.
 
     Returns
     -------
@@ -1258,6 +1072,7 @@ def fit(
             tile_shape=tile_shape,
             amp=amp,
             boundary_weight=boundary_weight,
+            diameter=diameter,
         )
 
     def before_epoch() -> None:
@@ -1316,8 +1131,8 @@ def train(
     augment: bool = True,
     device: Any = "auto",
     checkpoint: str | os.PathLike | None = None,
+    diameter: float | None = None,
     object_diameter: float | None = None,
-    target_diameter: float | None = None,
     annotation: str = "complete",
     regions: Sequence[Any] | None = None,
     names: Sequence[str] | None = None,
@@ -1349,9 +1164,10 @@ def train(
         from scratch). The checkpoint is in :mod:`napari_segkit.models.maskrcnn`'s format (load
         it with ``load_model``), the metric AP@0.5 from ``predict_instances``.
     task : {'instance', 'semantic'}
-    start_from : None, 'nuclei' or path
-        Fine-tune: the shipped nuclei U-Net of ``ndim`` or a checkpoint; its architecture, task,
-        normalization and ``target_diameter`` are kept and its weights are the starting point.
+    start_from : None, 'nuclei', a model name or path
+        Fine-tune: ``"nuclei"`` (the shipped nuclei U-Net of ``ndim``), a user model's name or a
+        checkpoint (see :func:`load_start`); its architecture, task, normalization and
+        ``object_diameter`` are kept and its weights are the starting point.
     ndim : {2, 3}
         A 2D or a 3D model.
     epochs, steps_per_epoch : int
@@ -1375,13 +1191,15 @@ def train(
         ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     checkpoint : path, optional
         Where the best model goes (``.safetensors``); a temporary file if omitted.
+    diameter : float, optional
+        Typical object diameter in the training images, in pixels (as ``diameter`` of
+        :func:`~napari_segkit.models.unet.predict_unet`); measured from the labels (median
+        equivalent diameter, :func:`~napari_segkit.algorithms.targets.median_diameter`) if
+        omitted.
     object_diameter : float, optional
-        Typical object diameter in the images, in pixels; measured from the labels (median
-        equivalent diameter) if omitted.
-    target_diameter : float, optional
-        The object diameter the model works at: images are rescaled by ``target_diameter /
-        object_diameter``. Default: the ``start_from`` model's, else ``object_diameter`` (no
-        rescaling). Recorded in the checkpoint for inference.
+        The object diameter the model works at (its checkpoint's ``object_diameter``): the
+        images are rescaled by ``object_diameter / diameter``. Default: the ``start_from``
+        model's, else ``diameter`` (no rescaling).
     annotation : {'complete', 'objects'}
         For pairs without a mask: every pixel counts (``'complete'``), or only the labelled
         objects and a background ring around them (``'objects'``: partial annotation). See
@@ -1476,7 +1294,7 @@ def train(
             augment=augment,
             device=dev,
             checkpoint=checkpoint,
-            object_diameter=object_diameter,
+            diameter=diameter,
             amp=amp,
             progress=progress,
             on_epoch=on_epoch,
@@ -1487,7 +1305,7 @@ def train(
     # the starting model (fine-tuning) fixes the architecture, task and scale
     start = None
     if start_from is not None:
-        start = load_unet(start_from, "cpu", ndim=ndim)
+        start = load_start(start_from, ndim)
         if start.task != task:
             raise ValueError(
                 f"start_from={start_from!r} is a {start.task} model; task={task!r} was asked"
@@ -1531,29 +1349,29 @@ def train(
     if task == "semantic" and len(class_names) != n_out:
         raise ValueError(f"class_names has {len(class_names)} names for {n_out} classes")
 
-    # scale: objects appear at target_diameter
+    # scale: the objects of the images (diameter) appear at the model's object_diameter
     measured = None
     if task == "instance":
         diam = [tg.median_diameter(lab) for _, lab, _, _, _ in checked if lab.any()]
         measured = float(np.median(diam)) if diam else None
+    for name, value in (("diameter", diameter), ("object_diameter", object_diameter)):
+        if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{name} must be a positive number of pixels or None; got {value}")
+    if diameter is None:
+        diameter = measured
+    if object_diameter is None and start is not None:
+        object_diameter = start.object_diameter
     if object_diameter is None:
-        object_diameter = measured
-    elif not float(object_diameter) > 0:
-        raise ValueError(f"object_diameter must be > 0; got {object_diameter}")
-    if target_diameter is None and start is not None:
-        target_diameter = start.target_diameter
-    if target_diameter is None:
-        target_diameter = object_diameter
+        object_diameter = diameter
     scale = 1.0
-    if target_diameter is not None and object_diameter:
-        if not float(target_diameter) > 0:
-            raise ValueError(f"target_diameter must be > 0; got {target_diameter}")
-        scale = float(target_diameter) / float(object_diameter)
+    if object_diameter is not None and diameter:
+        scale = float(object_diameter) / float(diameter)
         if not 0.05 <= scale <= 20:
             raise ValueError(
-                f"rescaling by {scale:.3g} (target_diameter {target_diameter} / object_diameter "
-                f"{object_diameter:.3g}) is out of range 0.05..20; check object_diameter"
+                f"rescaling by {scale:.3g} (object_diameter {object_diameter:g} of the model / "
+                f"diameter {diameter:.3g} of the objects) is out of range 0.05..20; check diameter"
             )
+    norm = dict(start.normalization) if start is not None else dict(NORMALIZATION)
 
     config = dict(start.config) if start is not None else {}
     if start is None:
@@ -1577,7 +1395,7 @@ def train(
                 annotation=annotation,
                 region=region,
                 scale=scale,
-                percentiles=NORMALIZATION["percentiles"],
+                percentiles=norm.get("percentiles", NORMALIZATION["percentiles"]),
                 name=name,
             )
         )
@@ -1634,6 +1452,7 @@ def train(
         "patch_shape": list(patch_shape),
         "learning_rate": float(learning_rate),
         "augment": bool(augment),
+        "diameter": diameter,
         "scale": scale,
         "start_from": None if start_from is None else str(start_from),
         "device": str(dev),
@@ -1658,9 +1477,8 @@ def train(
             architecture=config,
             task=task,
             class_names=class_names,
-            normalization=NORMALIZATION,
+            normalization=norm,
             object_diameter=object_diameter,
-            target_diameter=target_diameter,
             training=info,
             metrics=metrics,
         )
@@ -1684,6 +1502,7 @@ def train(
         stop=stop,
         seed=seed,
         start_is_candidate=start is not None,
+        diameter=object_diameter,
     )
     net.load_state_dict(out["best_state"])
     net = net.to("cpu").eval()
@@ -1697,12 +1516,12 @@ def train(
         initial_metric=None if out["initial"] is None else out["initial"]["metric"],
         stopped=out["stopped"],
         model=net,
-        metadata=read_unet_metadata(checkpoint),
+        metadata=read_metadata(checkpoint),
     )
 
 
 # --------------------------------------------------------------------------------------------
-# Mask R-CNN through the same loop (uses models.maskrcnn: re-point these imports after its split)
+# Mask R-CNN through the same loop (models.maskrcnn's architectures, checkpoints, inference)
 
 #: The Mask R-CNN trained from scratch, and its input normalization (as the shipped nuclei model).
 MASKRCNN_SCRATCH = "maskrcnn_resnet10_fpn_small"
@@ -1756,13 +1575,18 @@ def _load_maskrcnn_start(start_from: Any) -> Any:
         return mr.LoadedModel(
             module, MASKRCNN_SCRATCH, ["background", "object"], dict(MASKRCNN_NORMALIZATION), "new"
         )
+    from .weights import find_user_model, shipped_path
+
     if isinstance(start_from, str) and start_from in mr.SHIPPED_MODELS:
-        loaded = mr.load_checkpoint(mr.SHIPPED_MODELS[start_from], "cpu")
+        loaded = mr.load_checkpoint(shipped_path(mr.FAMILY, start_from), "cpu")
         loaded.source = start_from
     elif isinstance(start_from, str) and start_from in mr.COCO_ARCHITECTURES:
         loaded = mr.load_coco(start_from, "cpu")
     else:
-        loaded = mr.load_checkpoint(start_from, "cpu")
+        user = None
+        if isinstance(start_from, str) and not Path(start_from).expanduser().exists():
+            user = find_user_model(start_from, mr.FAMILY)
+        loaded = mr.load_checkpoint(user or start_from, "cpu")
     if loaded.num_classes != 2:  # e.g. COCO: new heads for one object class
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
         from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
@@ -1796,7 +1620,7 @@ def _train_maskrcnn(
     augment: bool,
     device: Any,
     checkpoint: Any,
-    object_diameter: float | None,
+    diameter: float | None,
     amp: bool,
     progress: ProgressCallback | None,
     on_epoch: Callable[[dict[str, Any]], Any] | None,
@@ -1807,6 +1631,7 @@ def _train_maskrcnn(
     import torch
 
     from . import maskrcnn as mr
+    from .normalize import normalization_range
 
     if ndim != 2 or task != "instance":
         raise ValueError(
@@ -1824,7 +1649,7 @@ def _train_maskrcnn(
     if channels not in (1, 3):
         raise ValueError(f"Mask R-CNN takes grey or RGB images; these have {channels} channels")
     loaded = _load_maskrcnn_start(start_from)
-    norm = loaded.normalisation
+    norm = loaded.normalization
     if class_names is not None:
         if len(class_names) != 2:
             raise ValueError(f"class_names must be 2 names (background, object); got {class_names}")
@@ -1832,7 +1657,7 @@ def _train_maskrcnn(
     samples = []
     for img, lab, _, name, _ in checked:
         raw = np.ascontiguousarray(np.moveaxis(img, 0, -1))
-        lo, sc = mr._plane_normalisation(raw, norm)
+        lo, sc = normalization_range(raw, norm)
         samples.append(_RawSample(raw, lo, sc, lab.astype(np.int32), name, lab.shape))
 
     # validation: by image, or the last part of a single image along its longest axis
@@ -1944,10 +1769,12 @@ def _train_maskrcnn(
         try:
             for s in val:
                 res = mr.predict_instances(
-                    s.image if s.image.shape[-1] == 3 else s.image[..., 0], model, device=device
+                    s.image if s.image.shape[-1] == 3 else s.image[..., 0],
+                    model,
+                    device=device.type,
                 )
-                r = _match(res.labels, s.labels)
-                tp, fp, fn = tp + r["tp"], fp + r["fp"], fn + r["fn"]
+                r = _metrics.match_instances(res.labels, s.labels, iou_threshold=0.5)
+                tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
         finally:
             train_mode()
         denom = tp + fp + fn
@@ -1968,12 +1795,10 @@ def _train_maskrcnn(
         "patch_shape": [side, side],
         "learning_rate": float(learning_rate),
         "start_from": None if start_from is None else str(start_from),
-        "object_diameter": object_diameter or (float(np.median(measured)) if measured else None),
+        "diameter": diameter or (float(np.median(measured)) if measured else None),
         "device": str(device),
         "seed": int(seed),
         "trained_by": "napari_segkit.models.training.train(model='maskrcnn')",
-        "version": _version(),
-        "date": _now(),
     }
 
     class _State:
@@ -1994,24 +1819,14 @@ def _train_maskrcnn(
                 {k: v for k, v in e.items() if k != "validation"} for e in summary["history"]
             ],
         }
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{checkpoint.name}.", suffix=".safetensors", dir=checkpoint.parent
+        mr.save_checkpoint(  # atomic (models.checkpoints.save_checkpoint)
+            _State(state),
+            checkpoint,
+            architecture=loaded.architecture,
+            class_names=loaded.class_names,
+            normalization=norm,
+            extra={"training": dict(info, epochs_done=summary["epoch"]), "metrics": metrics},
         )
-        os.close(fd)
-        try:
-            mr.save_checkpoint(
-                _State(state),
-                tmp,
-                architecture=loaded.architecture,
-                class_names=loaded.class_names,
-                normalisation=norm,
-                extra={"training": dict(info, epochs_done=summary["epoch"]), "metrics": metrics},
-            )
-            os.replace(tmp, checkpoint)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     train_mode()
@@ -2035,16 +1850,7 @@ def _train_maskrcnn(
     module.load_state_dict(out["best_state"])
     module = module.to("cpu").eval()
     best = out["best"]
-    from safetensors import safe_open
-
-    with safe_open(str(checkpoint), framework="pt") as f:
-        raw_meta = dict(f.metadata() or {})
-    meta: dict[str, Any] = {}
-    for k, v in raw_meta.items():
-        try:
-            meta[k] = json.loads(v)
-        except json.JSONDecodeError:
-            meta[k] = v
+    meta = read_metadata(checkpoint)
     return TrainingResult(
         checkpoint=checkpoint,
         history=out["history"],
