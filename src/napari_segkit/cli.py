@@ -286,60 +286,12 @@ def parse_setting(text: str) -> tuple[str, object]:
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``segkit train``: train or fine-tune a U-Net on image/label files or folders of pairs."""
-    suffixes = ("_labels", "_label", "_masks", "_mask", "_seg")
-    extensions = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-
-    def files_in(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions)
-
-    def base(path: Path) -> str:
-        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-        return stem[:-4] if stem.lower().endswith(".ome") else stem
-
-    def is_label(path: Path) -> bool:
-        return base(path).lower().endswith(suffixes)
-
-    def key(path: Path) -> str:
-        stem = base(path)
-        for suffix in suffixes:
-            if stem.lower().endswith(suffix):
-                return stem[: -len(suffix)]
-        return stem
-
-    def find_pairs(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
-        for p in [*images, *labels]:
-            if not p.exists():
-                raise ValueError(f"{p} does not exist")
-        if not labels:  # folders holding both: X.tif with X_labels.tif (or _masks, _mask, _seg)
-            found = [f for p in images for f in (files_in(p) if p.is_dir() else [p])]
-            labels = [f for f in found if is_label(f)]
-            images = [f for f in found if not is_label(f)]
-            if not labels:
-                raise ValueError(
-                    "no labels: give --labels, or folders where each image X.tif has its "
-                    f"labels as X_labels.tif (or {', '.join(suffixes[1:])})"
-                )
-        image_files = [f for p in images for f in (files_in(p) if p.is_dir() else [p])]
-        label_files = [f for p in labels for f in (files_in(p) if p.is_dir() else [p])]
-        if any(p.is_dir() for p in [*images, *labels]):
-            by_key = {key(f): f for f in label_files}
-            pairs = [(f, by_key.get(key(f))) for f in image_files if not is_label(f)]
-            missing = [str(f) for f, lab in pairs if lab is None]
-            if missing:
-                raise ValueError(f"no labels found for {', '.join(missing[:3])}")
-            return pairs
-        if len(image_files) != len(label_files):
-            raise ValueError(
-                f"{len(image_files)} image(s) but {len(label_files)} label file(s); give one "
-                f"label file per image, in the same order"
-            )
-        return list(zip(image_files, label_files, strict=True))
 
     def run(args: argparse.Namespace) -> int:
         from .models import training
 
         try:
-            found = find_pairs(list(args.images), list(args.labels or []))
+            found = io.find_training_pairs(list(args.images), list(args.labels or []))
             pairs = [(io.read_image(img).data, io.read_image(lab).data) for img, lab in found]
             if args.output.exists() and not args.overwrite:
                 raise io.OutputExistsError(

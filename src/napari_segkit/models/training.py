@@ -1140,6 +1140,7 @@ def train(
     architecture: dict[str, Any] | None = None,
     boundary_weight: float = 2.0,
     amp: bool = True,
+    max_seconds: float | None = None,
     progress: ProgressCallback | None = None,
     on_epoch: Callable[[dict[str, Any]], Any] | None = None,
     stop: Any = None,
@@ -1216,6 +1217,9 @@ def train(
         Cross-entropy weight of the boundary class (instance task).
     amp : bool
         bfloat16 (else float16) autocast on a CUDA device.
+    max_seconds : float, optional
+        End the training after this time (the epoch in progress is cut short and validated;
+        the learning rate then follows the time).
     progress : callable, optional
         ``progress(step, total_steps)`` after every step; may raise to cancel (the checkpoint
         keeps the best model so far).
@@ -1274,6 +1278,8 @@ def train(
         raise ValueError(f"regions has {len(regions)} entries but there are {len(pairs)} pairs")
     if learning_rate is not None and not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
+    if max_seconds is not None and not float(max_seconds) > 0:
+        raise ValueError(f"max_seconds must be > 0 or None; got {max_seconds}")
     dev = resolve_device(device)
     if model == "maskrcnn":
         return _train_maskrcnn(
@@ -1296,6 +1302,7 @@ def train(
             checkpoint=checkpoint,
             diameter=diameter,
             amp=amp,
+            max_seconds=max_seconds,
             progress=progress,
             on_epoch=on_epoch,
             stop=stop,
@@ -1497,6 +1504,7 @@ def train(
         augment=augment,
         amp=amp,
         boundary_weight=boundary_weight,
+        max_seconds=max_seconds,
         progress=progress,
         on_epoch=on_epoch,
         stop=stop,
@@ -1622,6 +1630,7 @@ def _train_maskrcnn(
     checkpoint: Any,
     diameter: float | None,
     amp: bool,
+    max_seconds: float | None,
     progress: ProgressCallback | None,
     on_epoch: Callable[[dict[str, Any]], Any] | None,
     stop: Any,
@@ -1841,6 +1850,7 @@ def _train_maskrcnn(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         learning_rate=float(learning_rate),
+        max_seconds=max_seconds,
         progress=progress,
         on_epoch=on_epoch,
         stop=stop,
