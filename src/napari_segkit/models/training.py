@@ -918,7 +918,10 @@ def _loop(
             if max_seconds is not None and elapsed >= max_seconds:
                 break
             frac = elapsed / max_seconds if max_seconds else n_done / max(total, 1)
-            lr = learning_rate * min(1.0, (n_done + 1) / warm)
+            ramp = (n_done + 1) / warm
+            if max_seconds:  # a time limit may allow fewer steps than the warm-up: 5 % of it
+                ramp = max(ramp, elapsed / (0.05 * max_seconds))
+            lr = learning_rate * min(1.0, ramp)
             lr *= 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
             loss = guard(lambda lr=lr: step(lr))
             running = loss if running is None else running + loss
