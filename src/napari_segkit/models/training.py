@@ -672,8 +672,8 @@ def _maps(
     nd = image.ndim - 1
     if tile_shape is None:
         tile_shape = (DEFAULT_PATCH[nd] * 2,) * nd
-    tile = tuple(min(int(t), int(n)) for t, n in zip(tile_shape, image.shape[1:], strict=True))
-    overlap = tuple(min(t // 4, max(t // 2 - 1, 0)) for t in tile)
+    tile = tuple(max(16, int(t)) for t in tile_shape)  # tiles never exceed the image
+    overlap = tuple(t // 4 for t in tile)
     tiles, overlaps = check_tiling(tile, overlap, nd)
     wrapped = LoadedUNet(net, dict(net.config), task, [], NORMALIZATION, None, "training")
     predictor = TiledPredictor(
