@@ -31,8 +31,9 @@ import time
 import numpy as np
 import torch
 
-from napari_segkit.algorithms.instances import auto_max_detections, match_instances
+from napari_segkit.algorithms.instances import auto_max_detections
 from napari_segkit.datasets import synthetic_nuclei
+from napari_segkit.metrics import match_instances
 from napari_segkit.models import maskrcnn as mr
 
 QUOTED_IMG_PER_S = 5.0
@@ -228,8 +229,8 @@ def main(argv=None) -> None:
             "batch_size": args.batch_size,
             "gpu_peak_GiB": round(peak / 2**30, 2),
             "gpu_peak_over_input": round(peak / stack.nbytes, 1) if peak else None,
-            "agreement_ours_vs_plain_f1": round(agree["f1"], 3),
-            "ours_vs_truth_f1": None if fit is None else round(fit["f1"], 3),
+            "agreement_ours_vs_plain_f1": round(agree.f1, 3),
+            "ours_vs_truth_f1": None if fit is None else round(fit.f1, 3),
             "ours_ms_per_image_by_stage": stages,
         }
         results.append(row)

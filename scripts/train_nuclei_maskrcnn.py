@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_segkit.algorithms.instances import match_instances
 from napari_segkit.datasets import synthetic_nuclei
+from napari_segkit.metrics import match_instances
 from napari_segkit.models import maskrcnn as mr
 
 ARCH = "maskrcnn_resnet10_fpn_small"
@@ -131,7 +131,7 @@ def evaluate(
         )
         res = mr.predict_instances(img, model, score_threshold=0.5)
         scores.append(match_instances(res.labels, truth, iou_threshold=0.5))
-    tp, fp, fn = (sum(s[k] for s in scores) for k in ("tp", "fp", "fn"))
+    tp, fp, fn = (sum(getattr(s, k) for s in scores) for k in ("tp", "fp", "fn"))
     return {
         "images": n_images,
         "size": size,
@@ -143,7 +143,7 @@ def evaluate(
         "precision": tp / max(tp + fp, 1),
         "recall": tp / max(tp + fn, 1),
         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-        "mean_matched_iou": float(np.mean([s["mean_iou"] for s in scores])),
+        "mean_matched_iou": float(np.mean([s.mean_matched_iou for s in scores])),
     }
 
 

@@ -1,4 +1,4 @@
-"""Pure instance functions: score order, painting, tiles, the table, matching."""
+"""Pure instance functions: score order, painting, tiles, the table."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,6 @@ from napari_segkit.algorithms.instances import (
     auto_max_detections,
     features_table,
     instance_areas,
-    match_instances,
     owned_by_core,
     paint_instances,
     score_order,
@@ -148,20 +147,3 @@ def test_features_table_columns_and_checks():
             np.array([1]),
             np.zeros((1, 4)),
         )
-
-
-def test_match_instances_exact_counts():
-    truth = np.zeros((10, 10), np.int32)
-    truth[0:4, 0:4] = 1
-    truth[6:10, 6:10] = 2
-    truth[0:2, 8:10] = 3
-    pred = np.zeros_like(truth)
-    pred[0:4, 0:4] = 7  # perfect
-    pred[6:10, 6:9] = 4  # IoU 0.75
-    pred[5, 0:3] = 9  # false positive
-    r = match_instances(pred, truth)
-    assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 1)
-    assert r["mean_iou"] == pytest.approx((1 + 0.75) / 2)
-    assert r["f1"] == pytest.approx(4 / 6)
-    with pytest.raises(ValueError, match="shape"):
-        match_instances(pred[:5], truth)

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 
-from napari_segkit.algorithms.instances import match_instances  # noqa: E402
 from napari_segkit.cli import main  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
+from napari_segkit.metrics import match_instances  # noqa: E402
 
 
 def test_maskrcnn_writes_labels_and_table(tmp_path, capsys):
@@ -21,7 +21,7 @@ def test_maskrcnn_writes_labels_and_table(tmp_path, capsys):
         main(["maskrcnn", str(src), "-o", str(out), "--device", "cpu", "--table", str(table)]) == 0
     )
     labels = tifffile.imread(out)
-    assert labels.dtype == np.int32 and match_instances(labels, truth)["f1"] >= 0.9
+    assert labels.dtype == np.int32 and match_instances(labels, truth).f1 >= 0.9
     assert table.read_text().splitlines()[0].startswith("label,class_id,class_name,score,area")
     assert "label(s)" in capsys.readouterr().out
 

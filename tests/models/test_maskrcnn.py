@@ -14,11 +14,11 @@ torch = pytest.importorskip("torch")
 from napari_segkit.algorithms.image import Cancelled  # noqa: E402
 from napari_segkit.algorithms.instances import (  # noqa: E402
     instance_areas,
-    match_instances,
     paint_instances,
     tile_plan,
 )
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
+from napari_segkit.metrics import match_instances  # noqa: E402
 from napari_segkit.models import maskrcnn as mr  # noqa: E402
 
 
@@ -51,8 +51,8 @@ def test_detects_nuclei_on_a_fresh_image(model):
     )
     res = mr.predict_instances(img, model)
     score = match_instances(res.labels, truth, iou_threshold=0.5)
-    assert score["f1"] >= 0.9, score
-    assert score["mean_iou"] >= 0.8, score
+    assert score.f1 >= 0.9, score
+    assert score.mean_matched_iou >= 0.8, score
 
 
 def test_crowded_touching_image_beyond_a_cap_of_100(model):
@@ -61,7 +61,7 @@ def test_crowded_touching_image_beyond_a_cap_of_100(model):
     assert res.params["max_detections"] == 256  # follows the area, not a fixed 100
     assert res.n_objects > 200
     score = match_instances(res.labels, truth, iou_threshold=0.5)
-    assert score["f1"] >= 0.8, score
+    assert score.f1 >= 0.8, score
     capped = mr.predict_instances(img, model, max_detections=10)
     assert capped.n_objects == 10
     np.testing.assert_allclose(capped.table["score"], res.table["score"][:10], atol=1e-5)
@@ -138,9 +138,9 @@ def test_tiling_merges_objects_on_tile_borders(model):
     whole = mr.predict_instances(img, model)
     tiled = mr.predict_instances(img, model, tile_size=160, tile_overlap=40, batch_size=4)
     # the same objects, one ID each, as without tiles
-    assert match_instances(tiled.labels, whole.labels)["f1"] >= 0.97
+    assert match_instances(tiled.labels, whole.labels).f1 >= 0.97
     score = match_instances(tiled.labels, truth)
-    assert score["f1"] >= 0.9, score
+    assert score.f1 >= 0.9, score
     for i in straddling:
         gt = truth == i
         ids, counts = np.unique(tiled.labels[gt], return_counts=True)
@@ -177,7 +177,7 @@ def test_input_dtypes_and_dask_give_the_same_objects(model):
     img16, _ = synthetic_nuclei((160, 160), n_nuclei=25, seed=8)
     ref = mr.predict_instances(img16, model).labels
     as_float = img16.astype(np.float32) / 40000.0
-    assert match_instances(mr.predict_instances(as_float, model).labels, ref)["f1"] >= 0.95
+    assert match_instances(mr.predict_instances(as_float, model).labels, ref).f1 >= 0.95
     import dask.array as da
 
     lazy = da.from_array(np.stack([img16, img16]), chunks=(1, 80, 80))
@@ -186,7 +186,7 @@ def test_input_dtypes_and_dask_give_the_same_objects(model):
     np.testing.assert_array_equal(res.labels[0], ref)
     np.testing.assert_array_equal(res.labels[1], np.where(ref > 0, ref + n, 0))
     rgb = np.repeat(np.clip(img16 / 200, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-    assert match_instances(mr.predict_instances(rgb, model).labels, ref)["f1"] >= 0.9
+    assert match_instances(mr.predict_instances(rgb, model).labels, ref).f1 >= 0.9
 
 
 def test_class_filter_progress_and_cancel(model):
@@ -362,4 +362,4 @@ def test_gpu_half_matches_cpu(model):
     img, _ = synthetic_nuclei((512, 512), n_nuclei=150, seed=11)
     cpu = mr.predict_instances(img, model).labels
     gpu = mr.predict_instances(img, "nuclei", device="cuda", half=True).labels
-    assert match_instances(gpu, cpu)["f1"] >= 0.97
+    assert match_instances(gpu, cpu).f1 >= 0.97

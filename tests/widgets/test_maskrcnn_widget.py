@@ -8,8 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_segkit.algorithms.instances import match_instances, parse_classes  # noqa: E402
+from napari_segkit.algorithms.instances import parse_classes  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
+from napari_segkit.metrics import match_instances  # noqa: E402
 from napari_segkit.widgets._output import KEY  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def test_run_in_a_worker_gives_labels_features_and_boxes(viewer, qtbot):
     out = viewer.layers["nuclei Mask R-CNN"]
     assert out._type_string == "labels"
     np.testing.assert_array_equal(out.scale, (0.5, 0.5))
-    assert match_instances(out.data, truth)["f1"] >= 0.9
+    assert match_instances(out.data, truth).f1 >= 0.9
     feats = out.features
     n = len(feats)
     assert n == out.data.max() and list(feats["label"]) == list(range(1, n + 1))

@@ -278,64 +278,6 @@ def features_table(
     return table
 
 
-def match_instances(pred: np.ndarray, truth: np.ndarray, *, iou_threshold: float = 0.5) -> dict:
-    """Match predicted objects to ground-truth objects one-to-one by IoU (>= ``iou_threshold``).
-
-    Returns
-    -------
-    dict
-        ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1`` and ``mean_iou`` (over matched
-        pairs), ``n_pred``, ``n_true``.
-
-    Examples
-    --------
-    >>> t = np.array([[1, 1, 0, 2, 2]]); p = np.array([[3, 3, 0, 0, 5]])
-    >>> r = match_instances(p, t)
-    >>> r["tp"], r["fp"], r["fn"]
-    (1, 1, 1)
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    pred = np.asarray(pred)
-    truth = np.asarray(truth)
-    if pred.shape != truth.shape:
-        raise ValueError(f"pred has shape {pred.shape} but truth has {truth.shape}")
-    if not 0 < iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in (0, 1]; got {iou_threshold}")
-    p_ids, p_inv = np.unique(pred.ravel(), return_inverse=True)
-    t_ids, t_inv = np.unique(truth.ravel(), return_inverse=True)
-    inter = np.bincount(p_inv * len(t_ids) + t_inv, minlength=len(p_ids) * len(t_ids))
-    inter = inter.reshape(len(p_ids), len(t_ids)).astype(np.float64)
-    p_area, t_area = inter.sum(1), inter.sum(0)
-    p_fg, t_fg = p_ids != 0, t_ids != 0
-    inter = inter[p_fg][:, t_fg]
-    union = p_area[p_fg][:, None] + t_area[t_fg][None, :] - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    n_pred, n_true = int(p_fg.sum()), int(t_fg.sum())
-    if n_pred and n_true:
-        rows, cols = linear_sum_assignment(-iou)
-        good = iou[rows, cols] >= iou_threshold
-        matched = iou[rows, cols][good]
-    else:
-        matched = np.zeros(0)
-    tp = len(matched)
-    fp, fn = n_pred - tp, n_true - tp
-    precision = tp / n_pred if n_pred else 1.0
-    recall = tp / n_true if n_true else 1.0
-    f1 = 2 * tp / (n_pred + n_true) if (n_pred + n_true) else 1.0
-    return dict(
-        tp=tp,
-        fp=fp,
-        fn=fn,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        mean_iou=float(matched.mean()) if tp else 0.0,
-        n_pred=n_pred,
-        n_true=n_true,
-    )
-
-
 def parse_classes(text: str, class_names: list[str] | None = None) -> list[int] | None:
     """``"1, 3"`` or ``"person, cat"`` -> class ids; empty -> None (all classes).
 
