@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io, params
+from .batch import add_batch_parser
 from .params import MethodSpec, Param
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -284,6 +285,7 @@ def parse_setting(text: str) -> tuple[str, object]:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     *(partial(add_method_parser, name=name) for name in METHOD_COMMANDS),
     add_weights_parser,
+    add_batch_parser,
 ]
 
 

@@ -262,6 +262,47 @@ class Recipe:
             return RecipeResult(result[0], None, result)
         return RecipeResult(result.labels, getattr(result, "table", None), result)
 
+    def run_chunked(
+        self,
+        image: Any,
+        *,
+        out: str | os.PathLike | None = None,
+        axis_labels: Sequence[str] | None = None,
+        chunk: int = 2048,
+        scheduler: Any = None,
+        workers: int | None = None,
+        overwrite: bool = False,
+        progress: Any = None,
+    ) -> Any:
+        """Segment ``image`` block by block with dask into a zarr array (``out``); see
+        :func:`napari_segkit.algorithms.chunked.segment_chunked`. Returns the lazy labels.
+
+        Raises
+        ------
+        ValueError
+            If the method (with these parameters) cannot run block by block.
+        """
+        from .algorithms.chunked import segment_chunked
+
+        shape = tuple(getattr(image, "shape", ()))
+        if not shape:
+            from .algorithms.chunked import _as_dask
+
+            shape = tuple(_as_dask(image).shape)
+        inputs = self.input_kwargs(shape, axis_labels)
+        return segment_chunked(
+            image,
+            self.method,
+            self.method_kwargs(),
+            chunk=chunk,
+            scheduler=scheduler,
+            workers=workers,
+            out=out,
+            overwrite=overwrite,
+            progress=progress,
+            **inputs,
+        )
+
     # ---- files ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The recipe as the plain mapping written to YAML."""
