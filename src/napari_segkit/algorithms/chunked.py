@@ -369,9 +369,44 @@ class _Stats:
     centers: np.ndarray | None = None
 
 
+def _small_int_block(block: np.ndarray, trim: tuple, base: int, n: int) -> tuple:
+    """Counts of every value of a <= 16-bit integer block (core), its sum and size."""
+    x = np.asarray(block)[trim].reshape(-1)
+    if x.dtype == bool:
+        x = x.view(np.uint8)
+    counts = np.bincount(x.astype(np.int32) - base if base else x, minlength=n)
+    return counts, float(np.dot(counts.astype(np.float64), np.arange(base, base + n))), x.size
+
+
+def _small_int_stats(runner, blocks, grid, depth, dtype) -> _Stats:
+    """:func:`_global_stats` of a <= 16-bit integer plane in one pass over the blocks."""
+    dtype = np.dtype(np.uint8) if np.dtype(dtype) == bool else np.dtype(dtype)
+    info = np.iinfo(dtype)
+    base, n = int(info.min), int(info.max) - int(info.min) + 1
+    tasks = [
+        _delayed(_small_int_block, blocks[b], _trim(grid, b, depth), base, n) for b in grid.blocks()
+    ]
+    counts = np.zeros(n, dtype=np.int64)
+    total, size = 0.0, 0
+    for c, t, k in runner.run(tasks):
+        counts += c
+        total += t
+        size += k
+    nz = np.flatnonzero(counts)
+    lo, hi = int(nz[0]) + base, int(nz[-1]) + base
+    stats = _Stats(lo, hi, total / size, size, dtype)
+    stats.counts = counts[lo - base : hi - base + 1]
+    stats.centers = np.arange(lo, hi + 1)
+    return stats
+
+
 def _global_stats(runner, ext_blocks, grid, depth, fn, dtype, *, hist: bool, nbins: int = 256):
     """Min, max, mean (of the finite values) and, with ``hist``, the histogram of a plane as
     :func:`~napari_segkit.algorithms.threshold.histogram` gives it for the whole plane."""
+    if fn is None and (np.dtype(dtype).kind in "uib" and np.dtype(dtype).itemsize <= 2):
+        if hist:
+            runner.expect(-len(grid.blocks()))  # one pass instead of two
+        return _small_int_stats(runner, ext_blocks, grid, depth, dtype)
     blocks = grid.blocks()
     tasks = [_delayed(_stats_block, ext_blocks[b], _trim(grid, b, depth), fn) for b in blocks]
     parts = [p for p in runner.run(tasks) if p[4]]
@@ -1154,7 +1189,7 @@ def _kmeans_chunked(runner, chans, chunk_side, depth, params, rgb, sn, out_path,
     grid = _Grid(spatial, sizes)
     chans = chans.rechunk(sizes + ((n_chan,),))
     ext = _overlapped(chans, depth, axes=range(len(lead), len(spatial)))
-    ext_blocks = {b: ext.to_delayed()[b + (0,)] for b in grid.blocks()}
+    ext_blocks = {b: ext.to_delayed(optimize_graph=False)[b + (0,)] for b in grid.blocks()}
 
     def trim_of(b):
         t = _trim(_Grid(spatial, sizes), b, 0)
@@ -1467,7 +1502,7 @@ def _prepare_out(out: Any, overwrite: bool) -> Path:
 
 def _plane_blocks(plane, grid, depth):
     ext = _overlapped(plane, depth, axes=range(plane.ndim))
-    delayed = ext.to_delayed()
+    delayed = ext.to_delayed(optimize_graph=False)
     return {b: delayed[b] for b in grid.blocks()}
 
 
@@ -1752,7 +1787,7 @@ def chunked_object_table(labels: Any, *, scheduler: Any = None) -> dict[str, np.
         raise ValueError(f"labels must be integers; got dtype {arr.dtype}")
     ndim = arr.ndim
     starts = [np.cumsum((0,) + c[:-1]) for c in arr.chunks]
-    delayed = arr.to_delayed()
+    delayed = arr.to_delayed(optimize_graph=False)
     tasks = [
         _delayed(_table_block, delayed[b], tuple(int(starts[a][i]) for a, i in enumerate(b)))
         for b in np.ndindex(*arr.numblocks)
