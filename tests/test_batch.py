@@ -116,6 +116,7 @@ def test_an_interrupted_batch_resumes_without_redoing_or_corrupting(folder, monk
     assert tifffile.imread(out / "c_labels.tif").max() > 0
     skipped = next(r for r in report.results if r.input.name == "a.tif")
     assert skipped.n_objects == len(read_csv(out / "a_objects.csv"))
+    assert skipped.shape == (64, 72)
 
     # 4. --overwrite redoes everything
     report = run_batch(recipe, [src], out, overwrite=True, show_progress=False, report_errors=False)

@@ -344,7 +344,6 @@ def _resume(path: Path, labels_path: Path, outs: dict[str, Path]) -> FileResult:
     """A file done by an earlier run: its outputs as they are (a missing table is remade)."""
     table_path = outs["table"]
     n = None
-    shape = None
     if table_path.exists():
         try:
             import pandas as pd
@@ -358,9 +357,23 @@ def _resume(path: Path, labels_path: Path, outs: dict[str, Path]) -> FileResult:
         table = chunked_object_table(_read_labels(labels_path))
         _write_table(table_path, table, overwrite=False)
         n = _n_objects(table)
+    try:
+        shape = tuple(int(k) for k in _labels_shape(labels_path))
+    except Exception:  # unreadable: the summary leaves the shape blank
+        shape = None
     return FileResult(
         path, "skipped", labels=labels_path, table=table_path, n_objects=n, shape=shape
     )
+
+
+def _labels_shape(path: Path) -> tuple:
+    """The shape of a labels output, without reading its pixels."""
+    if path.suffix == ".zarr":
+        return _read_labels(path).shape
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return tif.series[0].shape
 
 
 def _score(result: FileResult, gt_dir: Path, stem: str) -> dict:

@@ -44,6 +44,14 @@ def test_save_and_load_a_recipe(viewer, dock, tmp_path, errors):
     assert other.min_size.value == 7 and other.stack.value == 2
     assert other.parameters() == widget.parameters() == recipe.params
 
+    # a multichannel image: the channel options are saved and loaded too
+    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="multi")
+    widget.image.value = viewer.layers["multi"]
+    widget.channel_axis.value = 0
+    widget.channel.value = 1
+    data = yaml.safe_load(widget.save_recipe(tmp_path / "multi.yaml").read_text())
+    assert data["input"]["channel_axis"] == 0 and data["input"]["channel"] == 1
+
     kmeans = save_recipe(tmp_path / "k.yaml", "kmeans", {"k": 4})
     with pytest.raises(ValueError, match="is a kmeans recipe, not one for Threshold"):
         other.load_recipe(kmeans)

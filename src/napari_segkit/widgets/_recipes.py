@@ -27,7 +27,8 @@ def widget_recipe(widget: Any) -> Recipe:
     if widget.spec is None:
         raise ValueError(f"{widget.method}: this widget has no parameter declaration")
     params = widget.parameters()
-    axis = widget.channel_axis.value if widget.channel_axis.visible else None
+    # hidden by the widget's own logic (not merely because the dock is not on screen): not used
+    axis = None if widget.channel_axis.native.isHidden() else widget.channel_axis.value
     return make_recipe(
         widget.spec.name,
         params,
