@@ -24,6 +24,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..algorithms.image import Cancelled, ProgressCallback, stack_mode
 from ..params import MethodSpec
+from . import _chunked, _recipes
 from ._output import SegmentationResult, own_outputs, publish
 from ._params import ParamWidgets
 
@@ -101,6 +102,7 @@ class SegmentWidget(Container):
         self.append(self.stack)
         self.extend(self.make_parameters())
         self.extend([self.call_button, self.cancel_button, self.status])
+        self.append(_recipes.recipe_buttons(self))  # "Save recipe..." / "Load recipe..."
 
         self.call_button.changed.connect(self._clicked)
         self.cancel_button.changed.connect(self.cancel)
@@ -141,6 +143,14 @@ class SegmentWidget(Container):
 
     def on_image_changed(self, layer: Image | None) -> None:
         """Hook: adapt parameter defaults to a newly chosen image."""
+
+    def save_recipe(self, path) -> Any:
+        """Save the method and its current parameters as a recipe file (YAML)."""
+        return _recipes.save_widget_recipe(self, path)
+
+    def load_recipe(self, path) -> Any:
+        """Show the parameters of a recipe file (``ValueError`` if it is for another method)."""
+        return _recipes.load_widget_recipe(self, path)
 
     # ---- inputs -------------------------------------------------------------------------------
     def _image_choices(self, _widget=None) -> list:
@@ -243,10 +253,12 @@ class SegmentWidget(Container):
             self._fail(err)
             return None
         self._cancel.clear()
+        # a large dask-backed image goes block by block (widgets/_chunked.py)
+        compute = _chunked.chunked_compute(self, inp, params) or self.compute
 
         if blocking:
             try:
-                result = self.compute(inp, params, self._check_cancel)
+                result = compute(inp, params, self._check_cancel)
             except (Cancelled, ValueError, MemoryError, RuntimeError, OSError) as err:
                 self._fail(err)
                 return None
@@ -261,7 +273,7 @@ class SegmentWidget(Container):
             emitter.progressed.emit(done, total)
 
         worker = create_worker(
-            self.compute, inp, params, report, _start_thread=False, _ignore_errors=True
+            compute, inp, params, report, _start_thread=False, _ignore_errors=True
         )
         worker.returned.connect(lambda result: self._publish(inp, params, result))
         worker.errored.connect(self._fail)
@@ -332,7 +344,7 @@ class SegmentWidget(Container):
                 channel_axis=inp.channel_axis,
                 **kwargs,
             )
-        n = int(result.labels.max(initial=0))
+        n = _chunked.count_labels(result)
         what = "updated" if reused else "new layer"
         how = f"; {self.stack_reason}" if self.stack_reason else ""
         self.status.value = f"{n} label(s) -> '{layer.name}' ({what}{how})"
