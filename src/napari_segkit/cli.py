@@ -1,17 +1,22 @@
 """The ``segkit`` command line.
 
 Each subcommand registers itself with a ``add_<name>_parser(subparsers)`` function listed in
-:data:`COMMANDS`; the parser's ``func`` does the work and returns the exit code. torch is imported
-only by the subcommands that need it.
+:data:`COMMANDS`; the parser's ``func`` does the work and returns the exit code (0 done, 2 bad input
+or a file problem, with one line on stderr naming it). torch is imported only by the subcommands
+that need it. Outputs are never overwritten unless ``--overwrite`` is given, and are written through
+a temporary file, so an interrupted run leaves no half-written output.
 
 Examples::
 
     segkit weights download maskrcnn_resnet50_fpn     # on a machine that is online
     segkit weights where maskrcnn_resnet50_fpn        # where the file goes, and whether it is there
     segkit maskrcnn cells.tif -o cells_labels.tif --model nuclei --table cells.csv
-    segkit threshold coins.png -o coins_labels.tif --set method=otsu --set min_size=20
-    segkit edges coins.png -o coins_edges.tif --set region_mode=watershed
-    segkit kmeans photo.png -o photo_clusters.tif --set k=4
+    segkit threshold coins.png -o coins_labels.tif --method otsu --min-size 20
+    segkit edges coins.png -o coins_edges.tif --region-mode watershed
+    segkit kmeans photo.png -o photo_clusters.tif --rgb --k 4
+
+Every method's options are generated from its one parameter declaration
+(:mod:`napari_segkit.params`), so their defaults are the widget's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+
+import numpy as np
+
+from . import io, params
+from .params import MethodSpec, Param
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 
@@ -61,98 +71,197 @@ def add_weights_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_weights)
 
 
-def _read_image(path: Path):
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    from skimage.io import imread
-
-    return imread(path)
+def _die(command: str, err: BaseException | str) -> int:
+    """One line on stderr naming the command and the problem; exit code 2."""
+    print(f"segkit {command}: {err}", file=sys.stderr)
+    return 2
 
 
-def _maskrcnn(args: argparse.Namespace) -> int:
-    import numpy as np
+# ---- the methods' subcommands, generated from their one parameter declaration ------------------
 
-    from .models import maskrcnn as mr
-    from .models.weights import WeightsUnavailableError
+#: method subcommands, in the order of ``segkit --help``
+METHOD_COMMANDS = ("threshold", "edges", "kmeans", "maskrcnn")
+#: where the stack option comes from: auto decides from the file's axes (T: plane by plane)
+STACK_CHOICES = ("auto", "planes", "volume")
+#: parsed method parameters live under this prefix (``--output`` is the labels file, not a parameter)
+PREFIX = "param_"
 
-    image = _read_image(args.image)
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
-    try:
-        res = mr.predict_instances(
-            image,
-            args.model,
-            score_threshold=args.score_threshold,
-            mask_threshold=args.mask_threshold,
-            max_detections=args.max_detections,
-            classes=classes,
-            device=args.device,
-            half=not args.no_half,
-            tile_size=args.tile_size,
-            tile_overlap=args.tile_overlap,
-            batch_size=args.batch_size,
-            rgb=True if args.rgb else None,
-            channel_axis=args.channel_axis,
-            channel=args.channel,
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parser_type(p: Param) -> Callable[[str], object]:
+    """argparse ``type=`` for one declared parameter: text -> checked value."""
+
+    def convert(text: str) -> object:
+        raw: object = text
+        if p.optional and text.strip().lower() in ("auto", "none", p.none_label.lower()):
+            raw = None
+        elif p.type is int:
+            try:
+                raw = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        elif p.type is float:
+            try:
+                raw = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        try:
+            return p.check(raw)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = p.type.__name__  # argparse names the type in its messages
+    return convert
+
+
+def add_method_options(parser: argparse.ArgumentParser, spec: MethodSpec) -> None:
+    """One option per declared parameter of ``spec`` (defaults: the declaration's)."""
+    group = parser.add_argument_group(f"{spec.title} parameters (defaults as in the widget)")
+    for p in spec.params:
+        if p.group != "method":
+            continue
+        default = p.none_label if p.default is None else p.default
+        help_text = f"{p.help} (default: {default})"
+        flag = p.cli or _option(p.name)
+        if p.type is bool:
+            group.add_argument(
+                flag,
+                dest=PREFIX + p.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+            continue
+        group.add_argument(
+            flag,
+            dest=PREFIX + p.name,
+            type=_parser_type(p),
+            choices=list(p.values) if p.choices else None,
+            default=argparse.SUPPRESS,
+            metavar=None if p.choices else p.name.upper(),
+            help=help_text,
         )
-    except (ValueError, WeightsUnavailableError) as err:
-        print(f"segkit maskrcnn: {err}", file=sys.stderr)
+
+
+def method_parameters(spec: MethodSpec, args: argparse.Namespace) -> dict:
+    """The method's keyword arguments from parsed options: the declared defaults, then ``--set``,
+    then the options given. Raises ValueError naming a bad or unknown parameter."""
+    given = {
+        p.name: getattr(args, PREFIX + p.name)
+        for p in spec.params
+        if hasattr(args, PREFIX + p.name)
+    }
+    settings = dict(getattr(args, "settings", []) or [])
+    values = spec.validate({**settings, **given})
+    return spec.split(spec.applicable(values))[0]
+
+
+def resolve_stack(stack: str, loaded: io.LoadedImage, spec: MethodSpec, rgb: bool) -> int:
+    """``--stack`` -> 2 (plane by plane) or 3 (whole volumes), with ``auto`` read from the file."""
+    if stack == "planes" or not spec.supports_volume:
         return 2
-    import tifffile
+    if stack == "volume":
+        return 3
+    from .algorithms.image import stack_mode
 
-    tifffile.imwrite(args.output, res.labels, compression="zlib")
-    if args.table:
-        import pandas as pd
+    return stack_mode(loaded.data.shape, axis_labels=loaded.axis_labels, rgb=rgb)[0]
 
-        pd.DataFrame(res.table).to_csv(args.table, index=False)
-    print(
-        f"{res.n_objects} object(s) -> {args.output}"
-        + (
-            f"; {len(res.empty_labels)} lost every pixel to higher-scoring ones"
-            if len(res.empty_labels)
-            else ""
+
+def _run_method(args: argparse.Namespace) -> int:
+    spec = params.get(args.command)
+    try:
+        kwargs = method_parameters(spec, args)
+        loaded = io.read_image(args.image)
+        if args.output.exists() and not args.overwrite:
+            raise io.OutputExistsError(
+                f"{args.output}: exists; choose another name or pass --overwrite"
+            )
+        if args.table is not None and args.table.exists() and not args.overwrite:
+            raise io.OutputExistsError(
+                f"{args.table}: exists; choose another name or pass --overwrite"
+            )
+        rgb = True if args.rgb else None
+        inputs = {"rgb": rgb, "channel_axis": args.channel_axis}
+        if not spec.uses_all_channels:
+            inputs["channel"] = args.channel
+        if spec.supports_volume:
+            inputs["spatial_ndim"] = resolve_stack(args.stack, loaded, spec, bool(args.rgb))
+        result = spec.resolve()(loaded.data, **inputs, **kwargs)
+        labels, table = _labels_and_table(result)
+        io.write_labels(args.output, labels, overwrite=args.overwrite)
+        if args.table is not None:
+            import pandas as pd
+
+            if table is None:
+                from .algorithms.tables import object_table
+
+                table = object_table(labels)
+            with io.atomic_path(args.table, overwrite=args.overwrite) as tmp:
+                pd.DataFrame(table).to_csv(tmp, index=False)
+    except (ValueError, OSError) as err:  # bad input, unreadable file, existing output, ...
+        return _die(args.command, err)
+    except RuntimeError as err:  # e.g. weights that cannot be downloaded
+        return _die(args.command, err)
+    n = int(np.max(labels, initial=0))
+    print(f"{n} label(s), shape {labels.shape} -> {args.output}")
+    if n == 0:
+        print(
+            f"no object found: check the parameters (segkit {args.command} --help)", file=sys.stderr
         )
-    )
-    if int(np.max(res.labels, initial=0)) == 0:
-        print("no object found: try a lower --score-threshold or another --model", file=sys.stderr)
     return 0
 
 
-def add_maskrcnn_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("maskrcnn", help="Mask R-CNN instance segmentation of an image file")
-    p.add_argument("image", type=Path, help="input image (TIFF, PNG, ...)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output labels (TIFF)")
-    p.add_argument(
-        "--model",
-        default="nuclei",
-        help="nuclei (shipped), maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2, or a "
-        "checkpoint file (.safetensors/.pt/.pth)",
-    )
-    p.add_argument("--table", type=Path, help="write the per-object table (CSV)")
-    p.add_argument("--score-threshold", type=float, default=0.5)
-    p.add_argument("--mask-threshold", type=float, default=0.5)
-    p.add_argument(
-        "--max-detections", type=int, default=None, help="per tile (default: follows area)"
-    )
-    p.add_argument("--classes", default="", help="comma-separated class ids to keep")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    p.add_argument("--no-half", action="store_true", help="float32 on the GPU")
-    p.add_argument("--tile-size", type=int, default=1024)
-    p.add_argument("--tile-overlap", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--rgb", action="store_true", help="the last axis is RGB colour")
-    p.add_argument("--channel-axis", type=int, default=None)
-    p.add_argument("--channel", type=int, default=0)
-    p.set_defaults(func=_maskrcnn)
+def _labels_and_table(result: object) -> tuple[np.ndarray, object]:
+    """Methods return labels, or a result with ``labels`` and ``table``."""
+    if isinstance(result, np.ndarray):
+        return result, None
+    if isinstance(result, tuple):
+        return result[0], None
+    return result.labels, getattr(result, "table", None)
 
 
-#: the classic methods: subcommand -> (module in napari_segkit.algorithms, function, help)
-CLASSIC = {
-    "threshold": ("threshold", "threshold_segment", "threshold segmentation of an image file"),
-    "edges": ("edges", "edge_segment", "edge-detection segmentation of an image file"),
-    "kmeans": ("kmeans", "kmeans_segment", "k-means colour clustering of an image file"),
-}
+def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """``segkit <method> IMAGE -o LABELS [options]``, generated from the method's declaration."""
+    spec = params.get(name)
+    p = sub.add_parser(
+        name,
+        help=spec.description or spec.title,
+        description=f"{spec.title}: {spec.description} Every option defaults to the widget's "
+        "default.",
+    )
+    p.add_argument("image", type=Path, help="input image (TIFF, PNG, JPEG, .npy, .zarr)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output labels (TIFF or .npy)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--table", type=Path, help="also write a per-object table (CSV)")
+    p.add_argument("--rgb", action="store_true", help="the last axis is RGB color")
+    p.add_argument("--channel-axis", type=int, default=None, help="axis of the channels")
+    if not spec.uses_all_channels:
+        p.add_argument("--channel", type=int, default=0, help="the channel to segment")
+    if spec.supports_volume:
+        p.add_argument(
+            "--stack",
+            choices=STACK_CHOICES,
+            default="auto",
+            help="3D images: 'planes' (each 2D plane on its own), 'volume' (3D as a whole), "
+            "'auto' (default, as the widget: a time axis T in the file -> planes, else volume)",
+        )
+        p.add_argument(
+            "--volume", dest="stack", action="store_const", const="volume", help="= --stack volume"
+        )
+    add_method_options(p, spec)
+    p.add_argument(
+        "--set",
+        dest="settings",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any parameter as KEY=VALUE (same as its option)",
+    )
+    p.set_defaults(func=_run_method)
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -174,62 +283,9 @@ def parse_setting(text: str) -> tuple[str, object]:
     return key.strip(), raw
 
 
-def _classic(args: argparse.Namespace) -> int:
-    import importlib
-
-    import tifffile
-
-    module, func_name, _ = CLASSIC[args.command]
-    func = getattr(importlib.import_module(f"napari_segkit.algorithms.{module}"), func_name)
-    kwargs = dict(args.settings)
-    if args.rgb:
-        kwargs["rgb"] = True
-    if args.channel_axis is not None:
-        kwargs["channel_axis"] = args.channel_axis
-    if args.volume:
-        kwargs["spatial_ndim"] = 3
-    try:
-        labels = func(_read_image(args.image), **kwargs)
-    except TypeError as err:  # an unknown --set key
-        print(f"segkit {args.command}: {err} (see help({func_name}))", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        print(f"segkit {args.command}: {err}", file=sys.stderr)
-        return 2
-    tifffile.imwrite(args.output, labels, compression="zlib")
-    print(f"{int(labels.max(initial=0))} label(s), shape {labels.shape} -> {args.output}")
-    return 0
-
-
-def _add_classic_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    module, func_name, help_text = CLASSIC[name]
-    p = sub.add_parser(
-        name,
-        help=help_text,
-        description=f"{help_text}. Any keyword of napari_segkit.algorithms.{module}.{func_name} "
-        "can be given with --set KEY=VALUE.",
-    )
-    p.add_argument("image", type=Path, help="input image (TIFF, PNG, ...)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output labels (TIFF)")
-    p.add_argument(
-        "--set",
-        dest="settings",
-        type=parse_setting,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a parameter of the method, e.g. method=otsu, min_size=20, k=4",
-    )
-    p.add_argument("--rgb", action="store_true", help="the last axis is RGB colour")
-    p.add_argument("--channel-axis", type=int, default=None)
-    p.add_argument("--volume", action="store_true", help="3D: process whole volumes")
-    p.set_defaults(func=_classic)
-
-
 #: subcommand registrations, in the order shown by ``segkit --help``
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    *(partial(_add_classic_parser, name=name) for name in CLASSIC),
-    add_maskrcnn_parser,
+    *(partial(add_method_parser, name=name) for name in METHOD_COMMANDS),
     add_weights_parser,
 ]
 

@@ -321,17 +321,22 @@ def test_empty_constant_and_all_nan():
         ({"mode": "circular"}, "mode must be one of"),
         ({"sigma": -1}, "sigma must be"),
         ({"low_threshold": 0.5, "high_threshold": 0.2}, "must not exceed"),
-        ({"use_quantiles": True, "high_threshold": 2}, "quantiles"),
+        ({"use_quantiles": True, "high_threshold": 2}, "high_threshold must be <= 1"),
         ({"closing": -1}, "closing"),
         ({"min_size": -3}, "min_size"),
         ({"region_mode": "watershed", "min_distance": 0}, "min_distance"),
-        ({"region_mode": "watershed", "filter": "canny"}, "filter='sobel'"),
         ({"spatial_ndim": 4}, "spatial_ndim"),
     ],
 )
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         edge_segment(squares(1), **kwargs)
+
+
+def test_watershed_always_floods_the_sobel_gradient():
+    img = squares(1)
+    ref = edge_segment(img, region_mode="watershed", filter="sobel")
+    np.testing.assert_array_equal(edge_segment(img, region_mode="watershed", filter="canny"), ref)
 
 
 def test_bad_inputs():

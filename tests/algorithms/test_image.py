@@ -154,3 +154,25 @@ def test_apply_blockwise_passes_each_block_its_index():
     seen.clear()
     apply_blockwise(record, stack[0, 0], with_index=True)  # a single plane: index ()
     assert list(seen) == [()]
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs, expected",
+    [
+        ((64, 64), {}, 2),
+        ((64, 64, 3), {"rgb": True}, 2),
+        ((10, 64, 64), {}, 3),
+        ((10, 64, 64), {"axis_labels": ("t", "y", "x")}, 2),
+        ((10, 64, 64), {"axis_labels": ("Time", "y", "x")}, 2),
+        ((10, 64, 64), {"axis_labels": ("z", "y", "x")}, 3),
+        ((5, 10, 64, 64), {"axis_labels": ("t", "z", "y", "x")}, 3),
+        ((2, 64, 64), {"channel_axis": 0}, 2),
+        ((2, 10, 64, 64), {"channel_axis": 0}, 3),
+        ((10, 64, 64), {"axis_labels": ("t", "y")}, 3),  # labels that do not fit: ignored
+    ],
+)
+def test_stack_mode(shape, kwargs, expected):
+    from napari_segkit.algorithms.image import stack_mode
+
+    nd, reason = stack_mode(shape, **kwargs)
+    assert nd == expected and reason

@@ -118,7 +118,7 @@ def test_multiotsu_matches_scikit_image():
 
 
 def test_otsu_objects_on_coins_matches_skimage_pipeline():
-    lab = threshold_segment(COINS, method="otsu", min_size=0)
+    lab = threshold_segment(COINS, method="otsu", min_size=0, fill_holes=False)
     ref = measure.label(COINS > filters.threshold_otsu(COINS), connectivity=1)
     assert lab.max() == ref.max()
     np.testing.assert_array_equal(lab > 0, ref > 0)
@@ -133,7 +133,7 @@ def test_local_threshold_handles_uneven_illumination():
     n_true = truth.max()
     assert abs(int(local.max()) - n_true) <= 2
     assert abs(int(glob.max()) - n_true) > abs(int(local.max()) - n_true)
-    with pytest.raises(ValueError, match="block_size must be an odd"):
+    with pytest.raises(ValueError, match="block_size must be odd"):
         threshold_segment(img, method="local", block_size=50)
 
 
@@ -147,10 +147,19 @@ def test_objects_recover_generated_nuclei():
         assert len(hit[hit > 0]) == 1
 
 
+def test_defaults_drop_specks_and_fill_holes():
+    img = np.zeros((40, 40))
+    img[5:15, 5:15] = 1
+    img[9:11, 9:11] = 0  # a hole
+    img[30, 30] = 1  # a speck of one pixel
+    lab = threshold_segment(img)
+    assert lab.max() == 1 and (lab[5:15, 5:15] == 1).all() and lab[30, 30] == 0
+
+
 def test_dark_objects():
     img = np.full((6, 6), 200, np.uint8)
     img[1:3, 1:3] = 10
-    lab = threshold_segment(img, method="otsu", dark=True)
+    lab = threshold_segment(img, method="otsu", dark=True, min_size=0)
     assert lab.max() == 1 and (lab[1:3, 1:3] == 1).all() and lab.sum() == 4
 
 
@@ -158,21 +167,23 @@ def test_rgb_and_multichannel_and_stacks():
     rgb = np.zeros((2, 16, 16, 3), np.uint8)  # a time stack of RGB frames
     rgb[:, 4:8, 4:8] = 255
     rgb[1, 10:12, 10:12] = 255
-    lab = threshold_segment(rgb, method="otsu")
+    lab = threshold_segment(rgb, method="otsu", min_size=0)
     assert lab.shape == (2, 16, 16)
     assert lab.max() == 3  # IDs unique across the stack: 1 + 2 objects
     assert set(np.unique(lab[1])) == {0, 2, 3}
     multi = np.zeros((3, 16, 16), np.uint16)  # (C, Y, X): object only in channel 1
     multi[1, 2:5, 2:5] = 1000
-    assert threshold_segment(multi, channel_axis=0, channel=1).max() == 1
+    assert threshold_segment(multi, channel_axis=0, channel=1, min_size=0).max() == 1
     assert threshold_segment(multi, channel_axis=0, channel=0).max() == 0
 
 
 def test_volume_mode_uses_3d_connectivity_and_one_threshold():
     vol = np.zeros((4, 8, 8), np.float32)
     vol[1:3, 2:5, 2:5] = 1.0  # one blob across two slices
-    assert threshold_segment(vol, spatial_ndim=3).max() == 1
-    assert threshold_segment(vol, spatial_ndim=2).max() == 2  # one per slice, unique IDs
+    assert threshold_segment(vol, spatial_ndim=3, min_size=0).max() == 1
+    assert (
+        threshold_segment(vol, spatial_ndim=2, min_size=0).max() == 2
+    )  # one per slice, unique IDs
 
 
 def test_dask_input_gives_same_result():
@@ -187,7 +198,7 @@ def test_dask_input_gives_same_result():
         ({"method": "nope"}, "method must be one of"),
         ({"output": "blobs"}, "output must be one of"),
         ({"method": "manual"}, "needs a finite value"),
-        ({"method": "cut_points"}, "needs cut_points"),
+        ({"method": "cut_points", "cut_points": ""}, "no cut point"),
         ({"spatial_ndim": 1}, "spatial_ndim must be 2"),
     ],
 )

@@ -23,7 +23,7 @@ def test_maskrcnn_writes_labels_and_table(tmp_path, capsys):
     labels = tifffile.imread(out)
     assert labels.dtype == np.int32 and match_instances(labels, truth)["f1"] >= 0.9
     assert table.read_text().splitlines()[0].startswith("label,class_id,class_name,score,area")
-    assert "object(s)" in capsys.readouterr().out
+    assert "label(s)" in capsys.readouterr().out
 
 
 def test_bad_model_file_exits_with_a_message(tmp_path, capsys):

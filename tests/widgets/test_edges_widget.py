@@ -38,7 +38,7 @@ def test_watershed_from_the_widget_splits_touching_disks(viewer, dock):
         img[rr, cc] = 200
     viewer.add_image(img, name="disks")
     widget = dock()
-    widget.show_edges.value = False
+    widget.show_edge_map.value = False
     assert widget.run(blocking=True).data.max() == 1  # fill: one contour around both
     widget.region_mode.value = "watershed"
     assert not widget.markers.native.isHidden() and widget.filter.native.isHidden()
@@ -74,10 +74,10 @@ def test_bad_input_is_a_notification_not_a_crash(viewer, dock, qtbot, errors):
     widget.call_button.clicked.emit()
     qtbot.waitUntil(lambda: not widget.running, timeout=10000)
     assert "no finite value" in errors[-1]
-    widget.low.value, widget.high.value = 0.5, 0.2
+    widget.low_threshold.value, widget.high_threshold.value = 0.5, 0.2
     viewer.add_image(data.coins(), name="coins")
     widget.image.value = viewer.layers["coins"]
     assert widget.run(blocking=True) is None
     assert "must not exceed" in errors[-1]
-    widget.high.value = 0.6
+    widget.high_threshold.value = 0.6
     assert widget.run(blocking=True) is not None  # still usable

@@ -34,7 +34,7 @@ def test_rgb_labels_and_cluster_colour_layer(viewer, dock):
     widget = dock()
     widget.k.value = 4
     widget.seed.value = 2
-    widget.show_colours.value = True
+    widget.cluster_colors.value = True
     out = widget.run(blocking=True)
     expected, centres = kmeans_segment(astro, k=4, seed=2, return_centres=True)
     np.testing.assert_array_equal(out.data, expected)
@@ -57,7 +57,7 @@ def test_multichannel_stack_uses_all_channels(viewer, dock):
     widget = dock()
     widget.channel_axis.value = 0
     widget.k.value = 4
-    widget.show_colours.value = True
+    widget.cluster_colors.value = True
     out = widget.run(blocking=True)
     assert out.data.shape == (3, 16, 16)
     assert len(np.unique(out.data)) == 4

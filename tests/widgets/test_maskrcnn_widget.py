@@ -8,10 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_segkit.algorithms.instances import match_instances  # noqa: E402
+from napari_segkit.algorithms.instances import match_instances, parse_classes  # noqa: E402
 from napari_segkit.datasets import synthetic_nuclei  # noqa: E402
 from napari_segkit.widgets._output import KEY  # noqa: E402
-from napari_segkit.widgets.maskrcnn import parse_classes  # noqa: E402
 
 
 def dock(viewer):

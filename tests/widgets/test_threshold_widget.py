@@ -114,7 +114,7 @@ def test_dask_and_multiscale_layers(viewer, dock):
 def test_every_method_from_the_widget(viewer, dock, method):
     viewer.add_image(data.coins(), name="coins")
     widget = dock()
-    widget.threshold_method.value = method
+    widget.params["method"].value = method
     widget.output.value = "classes"
     out = widget.run(blocking=True)
     assert out is not None and out.data.max() >= 1
@@ -134,7 +134,7 @@ def test_bad_input_is_a_notification_not_a_crash(viewer, dock, qtbot, errors):
 
     viewer.add_image(data.coins(), name="coins")
     widget.image.value = viewer.layers["coins"]
-    widget.threshold_method.value = "cut_points"
+    widget.params["method"].value = "cut_points"
     widget.cut_points.value = "0.5, banana"
     assert widget.run(blocking=True) is None
     assert "banana" in errors[-1]
@@ -149,7 +149,7 @@ def test_cancel_stops_a_stack(viewer, dock, qtbot, monkeypatch):
     monkeypatch.setattr(base, "show_info", infos.append)
     viewer.add_image(np.random.default_rng(0).random((400, 64, 64)), name="stack")
     widget = dock()
-    widget.threshold_method.value = "local"
+    widget.params["method"].value = "local"
     widget.cancel()  # no-op when idle
     widget.call_button.clicked.emit()
     widget.cancel()

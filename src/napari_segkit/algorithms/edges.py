@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..params import MethodSpec, Param, checked, register
 from .image import (
     ProgressCallback,
     apply_blockwise,
@@ -56,6 +57,170 @@ BORDER_MODES = ("reflect", "constant", "nearest", "mirror", "wrap")
 _H = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float32)
 _V = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
 _LAPLACE8 = np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], dtype=np.float32)
+
+
+def _fill(v) -> bool:
+    return v.get("region_mode") == "fill"
+
+
+def _watershed(v) -> bool:
+    return v.get("region_mode") == "watershed"
+
+
+#: The one declaration of the edges method's parameters (function, widget, CLI, docs).
+SPEC = register(
+    MethodSpec(
+        name="edges",
+        title="Edges",
+        function="napari_segkit.algorithms.edges:edge_segment",
+        description="Sobel, Laplace or Canny edges, turned into regions (fill or watershed).",
+        params=(
+            Param(
+                "region_mode",
+                str,
+                "fill",
+                "'fill': close the edges and fill what they enclose (separate objects with closed "
+                "outlines); 'watershed': flood the Sobel gradient from markers (touching objects).",
+                label="regions",
+                choices=(
+                    ("close edges + fill holes", "fill"),
+                    ("watershed on gradient", "watershed"),
+                ),
+            ),
+            Param(
+                "filter",
+                str,
+                "canny",
+                "The edge detector for 'fill' (the watershed always floods the Sobel magnitude).",
+                label="edge filter",
+                choices=(
+                    ("Canny (2D, slice by slice in 3D)", "canny"),
+                    ("Sobel magnitude", "sobel"),
+                    ("Laplace (8 / 26 neighbours)", "laplace"),
+                ),
+                when=_fill,
+            ),
+            Param(
+                "sigma",
+                float,
+                1.0,
+                "Gaussian smoothing (pixels) before the filter; 0 for none.",
+                label="sigma (smoothing)",
+                min=0.0,
+                max=50.0,
+                step=0.5,
+            ),
+            Param(
+                "low_threshold",
+                float,
+                0.1,
+                "Canny's low hysteresis threshold, as a fraction of the intensity range (0..1).",
+                label="Canny low",
+                min=0.0,
+                max=1.0,
+                step=0.01,
+                when=lambda v: _fill(v) and v.get("filter") == "canny",
+            ),
+            Param(
+                "high_threshold",
+                float,
+                0.2,
+                "Canny's high hysteresis threshold, as a fraction of the intensity range (0..1).",
+                label="Canny high",
+                min=0.0,
+                max=1.0,
+                step=0.01,
+                when=lambda v: _fill(v) and v.get("filter") == "canny",
+            ),
+            Param(
+                "use_quantiles",
+                bool,
+                False,
+                "Read Canny's thresholds as quantiles of the gradient magnitude.",
+                when=lambda v: _fill(v) and v.get("filter") == "canny",
+            ),
+            Param(
+                "edge_threshold",
+                float,
+                None,
+                "Sobel/Laplace response above which a pixel is an edge; auto: Otsu's threshold.",
+                optional=True,
+                none_label="auto (Otsu)",
+                min=0.0,
+                when=lambda v: _fill(v) and v.get("filter") in ("sobel", "laplace"),
+            ),
+            Param(
+                "closing",
+                int,
+                1,
+                "Iterations of a closing that bridges gaps in the edges before filling.",
+                label="close gaps (px)",
+                min=0,
+                max=20,
+                when=_fill,
+            ),
+            Param(
+                "markers",
+                str,
+                "threshold",
+                "Where the watershed seeds come from.",
+                choices=(
+                    ("threshold (Otsu + distance peaks)", "threshold"),
+                    ("local minima of gradient", "local_minima"),
+                ),
+                when=_watershed,
+            ),
+            Param(
+                "min_distance",
+                int,
+                10,
+                "Smallest distance between two watershed seeds (pixels).",
+                label="min seed distance",
+                min=1,
+                max=1000,
+                when=_watershed,
+            ),
+            Param(
+                "dark",
+                bool,
+                False,
+                "Objects are darker than the background.",
+                when=_watershed,
+            ),
+            Param(
+                "min_size",
+                int,
+                20,
+                "Regions with fewer pixels are dropped.",
+                label="min size (px)",
+                min=0,
+            ),
+            Param(
+                "mode",
+                str,
+                "reflect",
+                "Border handling of the filters (scipy.ndimage modes).",
+                label="border",
+                choices=tuple((m, m) for m in ("reflect", "nearest", "mirror", "constant", "wrap")),
+            ),
+            Param(
+                "cval",
+                float,
+                0.0,
+                "The value outside the image for the 'constant' border.",
+                when=lambda v: v.get("mode") == "constant",
+            ),
+            Param(
+                "show_edge_map",
+                bool,
+                True,
+                "Also show the edge map the regions were made from (an Image layer / a file).",
+                label="show edge map",
+                group="output",
+            ),
+        ),
+    )
+)
 
 
 # ---- input helpers -----------------------------------------------------------------------------
@@ -447,7 +612,7 @@ def _segment_block(
 
 
 def _check_params(
-    filter: str | None,
+    filter: str,
     region_mode: str,
     markers: str,
     sigma: float,
@@ -462,15 +627,10 @@ def _check_params(
 ) -> str:
     if region_mode not in REGION_MODES:
         raise ValueError(f"region_mode must be one of {REGION_MODES}; got {region_mode!r}")
-    if filter is None:
-        filter = "canny" if region_mode == "fill" else "sobel"
     if filter not in FILTERS:
         raise ValueError(f"filter must be one of {FILTERS}; got {filter!r}")
-    if region_mode == "watershed" and filter != "sobel":
-        raise ValueError(
-            f"region_mode='watershed' floods the Sobel gradient magnitude: use filter='sobel' "
-            f"(or None); got filter={filter!r}"
-        )
+    if region_mode == "watershed":
+        filter = "sobel"  # the watershed always floods the Sobel gradient magnitude
     if markers not in MARKERS:
         raise ValueError(f"markers must be one of {MARKERS}; got {markers!r}")
     _check_mode(mode)
@@ -486,10 +646,11 @@ def _check_params(
     return filter
 
 
+@checked(SPEC)
 def edge_segment_with_map(
     image: Any,
     *,
-    filter: str | None = None,
+    filter: str = "canny",
     region_mode: str = "fill",
     sigma: float = 1.0,
     low_threshold: float = 0.1,
@@ -575,6 +736,7 @@ def edge_segment_with_map(
     return labels, emap
 
 
+@checked(SPEC)
 def edge_segment(image: Any, **kwargs: Any) -> np.ndarray:
     """Segment an image into the regions its edges enclose (or separate).
 
@@ -584,10 +746,10 @@ def edge_segment(image: Any, **kwargs: Any) -> np.ndarray:
         Grey, RGB/RGBA or multichannel; 2D, 3D or a time stack; numpy or dask; any real dtype.
         RGB becomes luminance; a multichannel image uses ``channel`` along ``channel_axis``. NaN
         pixels are replaced by their nearest finite neighbour for filtering and are background.
-    filter : {'canny', 'sobel', 'laplace'}, optional
-        The edge detector for ``region_mode='fill'`` (default 'canny'). Sobel and Laplace edges are
-        the pixels whose response (absolute, for Laplace) exceeds ``edge_threshold``.
-        ``region_mode='watershed'`` always floods the Sobel magnitude (None or 'sobel').
+    filter : {'canny', 'sobel', 'laplace'}
+        The edge detector for ``region_mode='fill'``. Sobel and Laplace edges are the pixels whose
+        response (absolute, for Laplace) exceeds ``edge_threshold``.
+        ``region_mode='watershed'`` always floods the Sobel magnitude (``filter`` is not used).
     region_mode : {'fill', 'watershed'}
         'fill': close the edges (``closing``), fill the regions they enclose, connected components
         (good for well-separated objects with closed contours, such as coins).

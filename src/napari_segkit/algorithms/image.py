@@ -8,7 +8,7 @@ plane by plane or volume by volume over a stack. Pure numpy: no napari, no Qt, n
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -278,3 +278,62 @@ def apply_blockwise(
             out[idx] = res
         report(progress, i + 1, len(blocks))
     return out
+
+
+#: Axis labels that name time: a stack along such an axis is a time-lapse, not a z-stack.
+TIME_LABELS = ("t", "time", "frame", "frames", "timepoint", "timepoints")
+
+
+def stack_mode(
+    shape: tuple[int, ...],
+    *,
+    axis_labels: Sequence[str] | None = None,
+    rgb: bool = False,
+    channel_axis: int | None = None,
+) -> tuple[int, str]:
+    """Decide how a stack is segmented: ``(spatial_ndim, reason)``.
+
+    A 3D grey image is a z-stack, segmented as one volume (``spatial_ndim=3``), unless an axis
+    label names time (``t``, ``time``, ``frame``): a time-lapse is segmented plane by plane
+    (``spatial_ndim=2``), or time point by time point for 4D ``(T, Z, Y, X)``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The data's shape, colour/channel axis included.
+    axis_labels : sequence of str, optional
+        One label per axis of ``shape`` (napari's ``layer.axis_labels``; a TIFF file's axes).
+    rgb : bool
+        The last axis is RGB(A) colour.
+    channel_axis : int, optional
+        The axis of the channels of a multichannel image.
+
+    Examples
+    --------
+    >>> stack_mode((40, 256, 256))
+    (3, '3D image: a z-stack, segmented as one volume')
+    >>> stack_mode((40, 256, 256), axis_labels=("t", "y", "x"))
+    (2, "time axis 't': a time-lapse, segmented plane by plane")
+    >>> stack_mode((256, 256, 3), rgb=True)
+    (2, '2D image')
+    """
+    axes = list(range(len(shape)))
+    if rgb and axes:
+        axes.pop()
+    if channel_axis is not None:
+        axes.remove(channel_axis % len(shape))
+    labels = [None] * len(shape) if axis_labels is None else list(axis_labels)
+    if len(labels) != len(shape):  # labels that do not fit the data tell nothing
+        labels = [None] * len(shape)
+    spatial = len(axes)
+    if spatial < 3:
+        return 2, "2D image"
+    leading = [str(labels[a]).strip().lower() for a in axes[:-2] if labels[a] is not None]
+    time = next((name for name in leading if name in TIME_LABELS), None)
+    if time is not None:
+        if spatial >= 4:
+            return 3, f"time axis {time!r}: each time point's z-stack segmented as one volume"
+        return 2, f"time axis {time!r}: a time-lapse, segmented plane by plane"
+    if spatial == 3:
+        return 3, "3D image: a z-stack, segmented as one volume"
+    return 3, f"{spatial}D image: each 3D volume segmented as a whole"

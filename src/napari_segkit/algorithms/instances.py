@@ -334,3 +334,27 @@ def match_instances(pred: np.ndarray, truth: np.ndarray, *, iou_threshold: float
         n_pred=n_pred,
         n_true=n_true,
     )
+
+
+def parse_classes(text: str, class_names: list[str] | None = None) -> list[int] | None:
+    """``"1, 3"`` or ``"person, cat"`` -> class ids; empty -> None (all classes).
+
+    Examples
+    --------
+    >>> parse_classes("1, 3")
+    [1, 3]
+    >>> parse_classes("nucleus", ["background", "nucleus"])
+    [1]
+    """
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        return None
+    out = []
+    for item in items:
+        if item.isdigit():
+            out.append(int(item))
+        elif class_names is not None and item in class_names:
+            out.append(class_names.index(item))
+        else:
+            raise ValueError(f"class filter: {item!r} is neither a class id nor a class name")
+    return out

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..params import MethodSpec, Param, checked, register
 from .image import (
     LUMA,
     ProgressCallback,
@@ -55,6 +56,75 @@ from .image import (
 
 #: the range of k accepted
 K_MIN, K_MAX = 2, 32
+
+#: The one declaration of the k-means method's parameters (function, widget, CLI, docs).
+SPEC = register(
+    MethodSpec(
+        name="kmeans",
+        title="K-means",
+        function="napari_segkit.algorithms.kmeans:kmeans_segment",
+        description="k-means clustering of pixel colours: label 1 = darkest ... k = brightest.",
+        uses_all_channels=True,
+        params=(
+            Param(
+                "k",
+                int,
+                3,
+                "Number of colour clusters; label 1 = darkest, k = brightest.",
+                label="clusters (k)",
+                min=K_MIN,
+                max=K_MAX,
+            ),
+            Param("seed", int, 0, "Same seed, same labels.", min=0, max=2**31 - 1),
+            Param(
+                "spatial_weight",
+                float,
+                0.0,
+                "Weight of pixel position (0: colour only); larger gives compact clusters.",
+                min=0.0,
+                max=100.0,
+                step=0.1,
+            ),
+            Param(
+                "smoothing",
+                float,
+                0.0,
+                "Sigma (pixels) of a Gaussian blur before clustering (0: none).",
+                label="smoothing (px)",
+                min=0.0,
+                max=50.0,
+                step=0.5,
+            ),
+            Param(
+                "sample_size",
+                int,
+                100_000,
+                "Pixels used to fit the model (drawn at random from the whole image or stack); "
+                "every pixel is then assigned to its nearest cluster.",
+                label="sample (px)",
+                min=2,
+                max=100_000_000,
+                step=10_000,
+            ),
+            Param(
+                "n_init",
+                int,
+                3,
+                "k-means++ initialisations tried on the sample; the best is kept.",
+                min=1,
+                max=50,
+            ),
+            Param(
+                "cluster_colors",
+                bool,
+                False,
+                "Also show the cluster-color image: each pixel painted its cluster's mean color.",
+                label="also show cluster colors",
+                group="output",
+            ),
+        ),
+    )
+)
 #: temporary float32 values per assignment chunk (about 32 MB): bounds the memory of the assignment
 _CHUNK_VALUES = 1 << 23
 #: threads assigning strips at the same time (each holds one strip's temporaries)
@@ -232,6 +302,7 @@ def _colour_table(
     return shift, bits, cell_lut
 
 
+@checked(SPEC)
 def kmeans_segment(
     image: Any,
     *,

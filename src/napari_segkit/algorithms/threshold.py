@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from skimage import filters
 
+from ..params import MethodSpec, Param, checked, register
 from .image import (
     ProgressCallback,
     apply_blockwise,
@@ -210,6 +211,123 @@ def _classes(plane: np.ndarray, thresholds: np.ndarray, dark: bool) -> np.ndarra
     return out  # NaN compares False either way: background
 
 
+def _is(name: str, *allowed: str):
+    return lambda v: v.get(name) in allowed
+
+
+#: The one declaration of the threshold method's parameters (function, widget, CLI, docs).
+SPEC = register(
+    MethodSpec(
+        name="threshold",
+        title="Threshold",
+        function="napari_segkit.algorithms.threshold:threshold_segment",
+        description="Global, multi-level or local intensity thresholds, as classes or objects.",
+        params=(
+            Param(
+                "method",
+                str,
+                "otsu",
+                "How the threshold is chosen: a global method, multi-level cut points, or a "
+                "local (adaptive) threshold.",
+                choices=(
+                    ("Otsu", "otsu"),
+                    ("Mean", "mean"),
+                    ("Li", "li"),
+                    ("Yen", "yen"),
+                    ("Triangle", "triangle"),
+                    ("Isodata", "isodata"),
+                    ("Manual value", "manual"),
+                    ("Multi-Otsu (N classes)", "multiotsu"),
+                    ("Manual cut points", "cut_points"),
+                    ("Local / adaptive", "local"),
+                ),
+            ),
+            Param(
+                "value",
+                float,
+                None,
+                "The threshold for 'manual', in the image's own units.",
+                when=_is("method", "manual"),
+                none_label="none",
+            ),
+            Param(
+                "cut_points",
+                str,
+                "mean, 0.5, 0.25",
+                "Comma-separated numbers or method names for 'cut_points', e.g. 'mean, 0.5, 0.25'.",
+                when=_is("method", "cut_points"),
+                also=(list, tuple),
+            ),
+            Param(
+                "classes",
+                int,
+                3,
+                "Number of classes for 'multiotsu'.",
+                min=2,
+                max=10,
+                when=_is("method", "multiotsu"),
+            ),
+            Param(
+                "block_size",
+                int,
+                35,
+                "Neighbourhood size (odd, pixels) of the local threshold.",
+                min=3,
+                max=1001,
+                odd=True,
+                when=_is("method", "local"),
+            ),
+            Param(
+                "offset",
+                float,
+                0.0,
+                "Subtracted from the local threshold.",
+                step=0.01,
+                when=_is("method", "local"),
+            ),
+            Param("dark", bool, False, "Objects are darker than the background."),
+            Param(
+                "output",
+                str,
+                "objects",
+                "'objects': one ID per connected object; 'classes': the intensity class of every "
+                "pixel.",
+                choices=(("objects (one ID each)", "objects"), ("classes", "classes")),
+                cli="--as",
+            ),
+            Param(
+                "min_size",
+                int,
+                20,
+                "Objects with fewer pixels are dropped.",
+                label="min size (px)",
+                min=0,
+                when=_is("output", "objects"),
+            ),
+            Param(
+                "fill_holes",
+                bool,
+                True,
+                "Fill holes inside objects.",
+                when=_is("output", "objects"),
+            ),
+            Param(
+                "connectivity",
+                int,
+                1,
+                "Which neighbours join an object.",
+                choices=(
+                    ("faces (4 in 2D, 6 in 3D)", 1),
+                    ("faces + edges (8 in 2D, 18 in 3D)", 2),
+                    ("all neighbours (8 / 26)", 3),
+                ),
+                when=_is("output", "objects"),
+            ),
+        ),
+    )
+)
+
+
 def threshold_plane(
     plane: np.ndarray,
     *,
@@ -265,19 +383,20 @@ def threshold_plane(
     )
 
 
+@checked(SPEC)
 def threshold_segment(
     image: Any,
     *,
     method: str = "otsu",
     value: float | None = None,
-    cut_points: Sequence[float | str] | str | None = None,
+    cut_points: Sequence[float | str] | str | None = "mean, 0.5, 0.25",
     classes: int = 3,
     block_size: int = 35,
     offset: float = 0.0,
     dark: bool = False,
     output: str = "objects",
-    min_size: int = 0,
-    fill_holes: bool = False,
+    min_size: int = 20,
+    fill_holes: bool = True,
     connectivity: int = 1,
     spatial_ndim: int = 2,
     rgb: bool | None = None,
@@ -312,11 +431,11 @@ def threshold_segment(
         'classes': each pixel gets its intensity class (0 = background, 1.. above each cut point).
         'objects': each connected region of a non-background class gets its own ID.
     min_size : int
-        'objects': drop objects with fewer pixels.
+        'objects': drop objects with fewer pixels (default 20, as the widget and the CLI).
     fill_holes : bool
         'objects': fill holes inside objects.
-    connectivity : int
-        'objects': 1 joins face neighbours only; 2 (or 3 in 3D) joins all neighbours.
+    connectivity : {1, 2, 3}
+        'objects': 1 joins face neighbours only; 2 also edge neighbours; 3 (or ``ndim``) all.
     spatial_ndim : {2, 3}
         Threshold each 2D plane on its own (2) or each 3D volume as a whole (3).
         Object IDs are unique across the whole stack.
@@ -339,7 +458,7 @@ def threshold_segment(
     Examples
     --------
     >>> img = np.zeros((8, 8)); img[1:3, 1:3] = 1; img[5:7, 4:7] = 1
-    >>> labels = threshold_segment(img, method="otsu")
+    >>> labels = threshold_segment(img, method="otsu", min_size=0)
     >>> int(labels.max())
     2
     >>> int(threshold_segment(img, method="manual", value=0.5, output="classes").sum())

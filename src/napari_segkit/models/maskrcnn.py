@@ -440,7 +440,7 @@ def predict_instances(
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
     max_detections: int | None = None,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int] | str | None = None,
     device: Any = "auto",
     half: bool = True,
     tile_size: int = 1024,
@@ -469,8 +469,9 @@ def predict_instances(
     max_detections : int, optional
         Cap per tile; ``None`` follows the tile area
         (:func:`~napari_segkit.algorithms.instances.auto_max_detections`: 1024 for 1024 x 1024).
-    classes : sequence of int, optional
-        Keep these class ids only.
+    classes : sequence of int or str, optional
+        Keep these class ids only; text such as ``"1, 3"`` or ``"person, cat"`` names class ids
+        or class names of the model (see :func:`~napari_segkit.algorithms.instances.parse_classes`).
     device : str
         ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     half : bool
@@ -535,6 +536,8 @@ def predict_instances(
     plan = inst.tile_plan((ny, nx), int(tile_size), int(tile_overlap))
     th, tw = plan[0].y1 - plan[0].y0, plan[0].x1 - plan[0].x0
     cap = int(max_detections) if max_detections is not None else inst.auto_max_detections((th, tw))
+    if isinstance(classes, str):
+        classes = inst.parse_classes(classes, model.class_names)
     if classes is not None:
         bad = [c for c in classes if not 1 <= int(c) < model.num_classes]
         if bad:
@@ -815,3 +818,118 @@ def _areas(lab: Any, ready: list[tuple[int, dict[str, Any]]]) -> list[np.ndarray
         got[inside] = counts[ids[inside]]
         out.append(got)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# the one declaration of the method's parameters (function, widget, CLI, docs)
+
+from ..params import MethodSpec, Param, checked, register  # noqa: E402
+
+SPEC = register(
+    MethodSpec(
+        name="maskrcnn",
+        title="Mask R-CNN",
+        function="napari_segkit.models.maskrcnn:predict_instances",
+        description="Instance segmentation: every detected object its own label ID, with a table.",
+        supports_volume=False,
+        params=(
+            Param(
+                "model",
+                str,
+                "nuclei",
+                "'nuclei' (shipped), 'maskrcnn_resnet50_fpn', 'maskrcnn_resnet50_fpn_v2' (COCO "
+                "weights), or a checkpoint file (.safetensors/.pt/.pth).",
+                widget="model",
+                also=(LoadedModel, os.PathLike),
+            ),
+            Param(
+                "score_threshold",
+                float,
+                0.5,
+                "Detections scoring lower are dropped.",
+                min=0.0,
+                max=1.0,
+                step=0.05,
+            ),
+            Param(
+                "mask_threshold",
+                float,
+                0.5,
+                "A pixel belongs to an object where its mask probability exceeds this.",
+                min=0.0,
+                max=1.0,
+                step=0.05,
+            ),
+            Param(
+                "max_detections",
+                int,
+                None,
+                "Cap per tile; auto follows the tile area (1024 for 1024 x 1024).",
+                optional=True,
+                min=1,
+                max=10**6,
+            ),
+            Param(
+                "classes",
+                str,
+                None,
+                "Keep only these class ids or names (comma-separated); empty: all.",
+                optional=True,
+                none_label="all",
+                also=(list, tuple),
+            ),
+            Param(
+                "device",
+                str,
+                "auto",
+                "Where the network runs: auto picks CUDA, then MPS, then the CPU.",
+                choices=(("auto", "auto"), ("cuda", "cuda"), ("mps", "mps"), ("cpu", "cpu")),
+            ),
+            Param(
+                "half",
+                bool,
+                True,
+                "float16 on the GPU (ignored on the CPU).",
+                label="half precision on GPU",
+            ),
+            Param(
+                "tile_size",
+                int,
+                1024,
+                "Planes larger than this are cut into overlapping tiles.",
+                min=128,
+                max=16384,
+                step=64,
+            ),
+            Param(
+                "tile_overlap",
+                int,
+                64,
+                "Overlap of the tiles: at least the largest object's diameter.",
+                min=0,
+                max=4096,
+                step=8,
+            ),
+            Param("batch_size", int, 4, "Tiles or planes per forward pass.", min=1, max=256),
+            Param(
+                "nms_threshold",
+                float,
+                0.5,
+                "Overlapping detections of one class above this box IoU are merged.",
+                label="NMS IoU",
+                min=0.0,
+                max=1.0,
+                step=0.05,
+            ),
+            Param(
+                "boxes",
+                bool,
+                False,
+                "Also add a Shapes layer of the detection boxes.",
+                label="add a Shapes layer of the boxes",
+                group="output",
+            ),
+        ),
+    )
+)
+predict_instances = checked(SPEC)(predict_instances)

@@ -1,8 +1,9 @@
 """The shared dock-widget pattern: every method's widget subclasses :class:`SegmentWidget`.
 
-A subclass sets ``method`` (used in the output layer's name), builds its parameter widgets in
-``make_parameters()``, reads them in ``parameters()`` and does the work in ``compute()``, which runs
-off the GUI thread and returns a :class:`SegmentationResult`. The base class handles the rest: the
+A subclass sets ``spec`` (the method's one parameter declaration, :mod:`napari_segkit.params`, from
+which the parameter widgets are built and read) and ``method`` (used in the output layer's name), and
+does the work in ``compute()``, which runs off the GUI thread and returns a
+:class:`SegmentationResult`. The base class handles the rest: the
 image picker and channel/stack options, the Run and Cancel buttons, the worker thread and progress
 bar, errors as notifications, and publishing the result without losing the user's edits.
 """
@@ -21,12 +22,15 @@ from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 
-from ..algorithms.image import Cancelled, ProgressCallback
+from ..algorithms.image import Cancelled, ProgressCallback, stack_mode
+from ..params import MethodSpec
 from ._output import SegmentationResult, own_outputs, publish
+from ._params import ParamWidgets
 
 __all__ = ["ImageInput", "SegmentWidget", "SegmentationResult"]
 
 NO_CHANNEL_AXIS = "none"
+STACK_AUTO_TEXT = "auto (z-stack: 3D; time: 2D)"
 
 
 @dataclass
@@ -57,28 +61,35 @@ class _ProgressEmitter(QObject):
 class SegmentWidget(Container):
     """Base dock widget: image in, worker thread, Labels layer out."""
 
+    #: the method's parameter declaration (widgets, defaults, ranges, help, visibility)
+    spec: MethodSpec | None = None
     #: the method's name, used in the output layer's name ``"<image> <method>"``
     method = "segment"
-    #: whether the method can process a 3D volume as a whole
-    supports_volume = True
-    #: whether the method uses all channels (True) or one channel (False)
-    uses_all_channels = False
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
+        if self.spec is not None:
+            self.supports_volume = self.spec.supports_volume
+            self.uses_all_channels = self.spec.uses_all_channels
+        self.params: ParamWidgets | None = None
         self._viewer = viewer
         self._worker = None
         self._cancel = threading.Event()
         self._pbar = None
         self.last_layer = None  # the Labels layer the last run wrote
+        self.stack_reason = ""  # why 'auto' chose the stack mode of the last run
 
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.channel_axis = ComboBox(label="channel axis", choices=self._channel_axis_choices)
         self.channel = SpinBox(label="channel", min=0, max=1023, value=0)
         self.stack = ComboBox(
             label="stack",
-            choices=[("2D, slice by slice", 2), ("3D, whole volume", 3)],
-            value=2,
+            choices=[(STACK_AUTO_TEXT, 0), ("2D, plane by plane", 2), ("3D, whole volume", 3)],
+            value=0,
+        )
+        self.stack.tooltip = (
+            "auto: a 3D image is a z-stack segmented as one volume, unless an axis is labelled "
+            "t/time/frame (a time-lapse: plane by plane)"
         )
         self.call_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -101,13 +112,26 @@ class SegmentWidget(Container):
         self._on_image_changed(self.image.value)
 
     # ---- to override --------------------------------------------------------------------------
+    #: whether the method can process a 3D volume as a whole (from ``spec``)
+    supports_volume = True
+    #: whether the method uses all channels (True) or one channel (False) (from ``spec``)
+    uses_all_channels = False
+
+    def custom_widgets(self) -> dict[str, Widget]:
+        """Hook: widgets the method makes itself for some parameters (e.g. a model picker)."""
+        return {}
+
     def make_parameters(self) -> list[Widget]:
-        """The method's parameter widgets, shown between the input options and Run."""
-        return []
+        """The method's parameter widgets (built from ``spec``), between the inputs and Run."""
+        if self.spec is None:
+            return []
+        self.params = ParamWidgets(self.spec, custom=self.custom_widgets())
+        return list(self.params)
 
     def parameters(self) -> dict:
-        """The method's parameters, read on the GUI thread; recorded in the layer's metadata."""
-        return {}
+        """The method's parameters that apply, read on the GUI thread and validated; recorded in
+        the layer's metadata. Raises ValueError with a user-facing message."""
+        return {} if self.params is None else self.params.values()
 
     def compute(
         self, inp: ImageInput, params: dict, progress: ProgressCallback
@@ -148,6 +172,21 @@ class SegmentWidget(Container):
         )
         spatial = ndim - (1 if self.channel_axis.value is not None else 0)
         self.stack.visible = self.supports_volume and spatial >= 3
+        if self.stack.visible and layer is not None:
+            nd, reason = self._auto_stack(layer)
+            self.stack.tooltip = f"auto here: {reason}"
+
+    def _auto_stack(self, layer) -> tuple[int, str]:
+        """The stack mode 'auto' picks for ``layer`` and why."""
+        data = _level0(layer)
+        labels = getattr(layer, "axis_labels", None)
+        shape = tuple(data.shape)
+        if labels is not None and len(labels) != len(shape) and layer.rgb:
+            labels = (*labels, "rgb")
+        channel_axis = None if layer.rgb else self.channel_axis.value
+        if channel_axis is not None and channel_axis >= len(shape):
+            channel_axis = None
+        return stack_mode(shape, axis_labels=labels, rgb=bool(layer.rgb), channel_axis=channel_axis)
 
     def read_input(self) -> ImageInput:
         """Read the chosen layer and options. Raises ValueError with a user-facing message."""
@@ -165,12 +204,17 @@ class SegmentWidget(Container):
                 raise ValueError(
                     f"channel {self.channel.value} does not exist: axis {channel_axis} has {n}"
                 )
+        spatial_ndim, self.stack_reason = 2, ""
+        if self.supports_volume:
+            spatial_ndim = int(self.stack.value)
+            if spatial_ndim == 0:
+                spatial_ndim, self.stack_reason = self._auto_stack(layer)
         return ImageInput(
             data=data,
             rgb=rgb,
             channel_axis=channel_axis,
             channel=int(self.channel.value),
-            spatial_ndim=int(self.stack.value) if self.supports_volume else 2,
+            spatial_ndim=spatial_ndim,
             layer=layer,
         )
 
@@ -289,7 +333,8 @@ class SegmentWidget(Container):
             )
         n = int(result.labels.max(initial=0))
         what = "updated" if reused else "new layer"
-        self.status.value = f"{n} label(s) -> '{layer.name}' ({what})"
+        how = f"; {self.stack_reason}" if self.stack_reason else ""
+        self.status.value = f"{n} label(s) -> '{layer.name}' ({what}{how})"
         if not reused and len(own_outputs(self._viewer, inp.layer.name, self.method)) > 1:
             show_info(
                 f"Your edited '{self.method}' layer was kept; the new result is '{layer.name}'."

@@ -3,70 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox, Widget
 
-from ..algorithms.kmeans import K_MAX, K_MIN, cluster_colour_image, kmeans_segment
+from ..algorithms.kmeans import SPEC, cluster_colour_image, kmeans_segment
 from ._base import ImageInput, SegmentationResult, SegmentWidget
 
 
 class KMeansWidget(SegmentWidget):
-    """Cluster the pixels of an image by colour: choose k, press Run, get one label per cluster.
+    """Cluster the pixels of an image by color: choose k, press Run, get one label per cluster.
 
     Label 1 is the darkest cluster and label k the brightest; the same seed gives the same labels.
-    Every channel is used (RGB colour, or all channels of a multichannel image). Optionally also
-    shows the "cluster colours" image: each pixel painted with its cluster's mean colour.
+    Every channel is used (RGB color, or all channels of a multichannel image). Optionally also
+    shows the "cluster colors" image: each pixel painted with its cluster's mean color. The
+    parameters come from :data:`napari_segkit.algorithms.kmeans.SPEC`.
     """
 
+    spec = SPEC
     method = "kmeans"
-    uses_all_channels = True
-
-    def make_parameters(self) -> list[Widget]:
-        self.k = SpinBox(label="clusters (k)", min=K_MIN, max=K_MAX, value=3)
-        self.k.tooltip = "Number of colour clusters; label 1 = darkest, k = brightest"
-        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
-        self.seed.tooltip = "Same seed, same labels"
-        self.spatial_weight = FloatSpinBox(
-            label="spatial weight", min=0.0, max=100.0, step=0.1, value=0.0
-        )
-        self.spatial_weight.tooltip = (
-            "Weight of pixel position (0: colour only). 1: crossing the whole image costs as much "
-            "as crossing the whole colour range; larger gives compact clusters"
-        )
-        self.smoothing = FloatSpinBox(
-            label="smoothing (px)", min=0.0, max=50.0, step=0.5, value=0.0
-        )
-        self.smoothing.tooltip = "Sigma of a Gaussian blur before clustering (0: none)"
-        self.sample_size = SpinBox(
-            label="sample (px)", min=1000, max=10_000_000, step=10_000, value=100_000
-        )
-        self.sample_size.tooltip = (
-            "Pixels used to fit the model (drawn at random from the whole image or stack); "
-            "every pixel is then assigned to its nearest cluster"
-        )
-        self.show_colours = CheckBox(text="also show cluster colours", value=False)
-        self.show_colours.tooltip = "Add an image with each pixel painted its cluster's mean colour"
-        return [
-            self.k,
-            self.seed,
-            self.spatial_weight,
-            self.smoothing,
-            self.sample_size,
-            self.show_colours,
-        ]
-
-    def parameters(self) -> dict:
-        return {
-            "k": int(self.k.value),
-            "seed": int(self.seed.value),
-            "spatial_weight": float(self.spatial_weight.value),
-            "smoothing": float(self.smoothing.value),
-            "sample_size": int(self.sample_size.value),
-            "cluster_colours": bool(self.show_colours.value),
-        }
 
     def compute(self, inp: ImageInput, params: dict, progress) -> SegmentationResult:
-        params = dict(params)
-        show = params.pop("cluster_colours", False)
+        params, output = SPEC.split(params)
+        show = output.get("cluster_colors", False)
         labels, centres = kmeans_segment(
             inp.data,
             rgb=inp.rgb,

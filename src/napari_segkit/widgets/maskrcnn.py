@@ -9,19 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    FileEdit,
-    FloatSpinBox,
-    LineEdit,
-    PushButton,
-    SpinBox,
-    Widget,
-)
+from magicgui.widgets import ComboBox, FileEdit, PushButton, Widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
+from ..models.maskrcnn import SPEC
 from ._base import ImageInput, SegmentationResult, SegmentWidget
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -33,79 +25,28 @@ MODEL_CHOICES = [
 ]
 
 
-def parse_classes(text: str, class_names: list[str] | None = None) -> list[int] | None:
-    """``"1, 3"`` or ``"person, cat"`` -> class ids; empty -> None (all classes).
-
-    Examples
-    --------
-    >>> parse_classes("1, 3")
-    [1, 3]
-    >>> parse_classes("nucleus", ["background", "nucleus"])
-    [1]
-    """
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        return None
-    out = []
-    for item in items:
-        if item.isdigit():
-            out.append(int(item))
-        elif class_names is not None and item in class_names:
-            out.append(class_names.index(item))
-        else:
-            raise ValueError(f"class filter: {item!r} is neither a class id nor a class name")
-    return out
-
-
 class MaskRCNNWidget(SegmentWidget):
     """Instance segmentation with Mask R-CNN: pick an image and a model, press Run."""
 
+    spec = SPEC
     method = "Mask R-CNN"
-    supports_volume = False  # stacks run slice by slice, IDs unique across the stack
+
+    def custom_widgets(self) -> dict[str, Widget]:
+        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
+        self.model.tooltip = SPEC["model"].help
+        return {"model": self.model}
 
     def make_parameters(self) -> list[Widget]:
-        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
+        widgets = super().make_parameters()
         self.checkpoint = FileEdit(
             label="checkpoint", mode="r", filter="*.safetensors *.pt *.pth", value=""
         )
         self.download = PushButton(text="Download weights")
         self.download.tooltip = "Fetch the COCO weights into the torch hub cache (needs internet)"
-        self.score_threshold = FloatSpinBox(
-            label="score threshold", min=0.0, max=1.0, step=0.05, value=0.5
-        )
-        self.mask_threshold = FloatSpinBox(
-            label="mask threshold", min=0.0, max=1.0, step=0.05, value=0.5
-        )
-        self.max_detections = SpinBox(label="max detections", min=0, max=10**6, value=0)
-        self.max_detections.tooltip = (
-            "Per tile; auto (0) follows the tile area (1024 for 1024 x 1024)"
-        )
-        self.max_detections.native.setSpecialValueText("auto")  # what 0 means, shown in the box
-        self.classes = LineEdit(label="classes", value="")
-        self.classes.tooltip = "Keep only these class ids or names (comma-separated); empty: all"
-        self.device = ComboBox(label="device", choices=["auto", "cuda", "mps", "cpu"], value="auto")
-        self.half = CheckBox(text="half precision on GPU", value=True)
-        self.tile_size = SpinBox(label="tile size", min=128, max=16384, step=64, value=1024)
-        self.tile_overlap = SpinBox(label="tile overlap", min=0, max=4096, step=8, value=64)
-        self.tile_overlap.tooltip = "At least the largest object's diameter"
-        self.boxes = CheckBox(text="add a Shapes layer of the boxes", value=False)
         self.model.changed.connect(self._update_model_widgets)
         self.download.changed.connect(self.download_weights)
         self._update_model_widgets()
-        return [
-            self.model,
-            self.checkpoint,
-            self.download,
-            self.score_threshold,
-            self.mask_threshold,
-            self.max_detections,
-            self.classes,
-            self.device,
-            self.half,
-            self.tile_size,
-            self.tile_overlap,
-            self.boxes,
-        ]
+        return [widgets[0], self.checkpoint, self.download, *widgets[1:]]
 
     def _update_model_widgets(self, *_args) -> None:
         self.checkpoint.visible = self.model.value == "file"
@@ -123,40 +64,26 @@ class MaskRCNNWidget(SegmentWidget):
         return str(path)
 
     def parameters(self) -> dict:
-        return {
-            "model": self.model_source(),
-            "score_threshold": float(self.score_threshold.value),
-            "mask_threshold": float(self.mask_threshold.value),
-            "max_detections": int(self.max_detections.value) or None,
-            "classes": self.classes.value.strip(),
-            "device": self.device.value,
-            "half": bool(self.half.value),
-            "tile_size": int(self.tile_size.value),
-            "tile_overlap": int(self.tile_overlap.value),
-            "boxes": bool(self.boxes.value),
-        }
+        params = super().parameters()
+        params["model"] = self.model_source()
+        return params
 
     def compute(self, inp: ImageInput, params: dict, progress) -> SegmentationResult:
         import pandas as pd
 
         from ..models import maskrcnn as mr
 
-        params = dict(params)
-        add_boxes = params.pop("boxes")
-        model = mr.load_model(params.pop("model"), params.pop("device"))
-        classes = parse_classes(params.pop("classes"), model.class_names)
+        params, output = SPEC.split(params)
         res = mr.predict_instances(
             inp.data,
-            model,
             rgb=inp.rgb,
             channel_axis=inp.channel_axis,
             channel=inp.channel,
-            classes=classes,
             progress=progress,
             **params,
         )
         features = pd.DataFrame(res.table)
-        extra = [boxes_layer(res.table)] if add_boxes and res.n_objects else []
+        extra = [boxes_layer(res.table)] if output.get("boxes") and res.n_objects else []
         message = None
         if len(res.empty_labels):
             shown = ", ".join(str(i) for i in res.empty_labels[:10])
