@@ -23,6 +23,11 @@ from scipy import ndimage as ndi
 
 __all__ = ["objects_from_plane_maps", "link_frames", "frame_links"]
 
+#: seeds are maxima at least this x diameter (x mean evidence) above their saddle (h-maxima)
+SEED_DYNAMIC = 0.05
+#: the evidence is smoothed by this x diameter (Gaussian sigma, per axis in ``spacing`` units)
+SMOOTHING = 1 / 16
+
 
 def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:
     if spacing is None:
@@ -74,7 +79,7 @@ def objects_from_plane_maps(
     Elevation: the foreground's distance transform (in ``spacing`` units, capped at the typical
     radius) times the smoothed evidence, so that both a neck between two touching objects and the
     weaker evidence along their shared border separate them. Seeds: the elevation's regional maxima
-    at least ``0.15 x diameter`` high above the saddle to any higher maximum (h-maxima), every
+    at least ``0.05 x diameter`` high above the saddle to any higher maximum (h-maxima), every
     foreground component getting at least one. The watershed of the negated elevation from these
     seeds, within the foreground, gives the objects.
 
@@ -115,7 +120,7 @@ def objects_from_plane_maps(
     if fg.ndim == 3 and fg.shape[0] > 2:
         # a plane where the 2D model missed an object that the planes above and below hold
         np.maximum(fg[1:-1], np.minimum(fg[:-2], fg[2:]), out=fg[1:-1])
-    sigma = (diameter / 16.0) / spacing
+    sigma = (SMOOTHING * diameter) / spacing
     smooth = ndi.gaussian_filter(fg, np.where(sigma > 0.3, sigma, 0.0), mode="nearest")
     mask = smooth > float(threshold)
     out = np.zeros(fg.shape, dtype=np.int32)
@@ -123,7 +128,7 @@ def objects_from_plane_maps(
         return out
     dist = ndi.distance_transform_edt(mask, sampling=spacing).astype(np.float32)
     elevation = np.minimum(dist, radius) * smooth
-    seeds = h_maxima(elevation, 0.15 * diameter * float(smooth[mask].mean())) & mask
+    seeds = h_maxima(elevation, SEED_DYNAMIC * diameter * float(smooth[mask].mean())) & mask
     markers, n = ndi.label(seeds, structure=np.ones((3,) * fg.ndim, bool))
     # every foreground component gets a seed (at its highest elevation) even without a maximum
     comps, n_comp = ndi.label(mask)

@@ -20,9 +20,13 @@ What every model shares lives next door: :mod:`.devices` (device, precision),
 :mod:`.checkpoints` (reading and writing checkpoint files), :mod:`.paste` (mask pasting) and
 :mod:`.normalize` (input scaling).
 
-Inference (:func:`predict_instances`) runs at the image's native resolution, tile by tile, batched;
-masks stay on the device and are pasted all at once into an int32 label image, the only large
-array that comes back to the CPU.
+Inference (:func:`predict_instances`) rescales each plane so that its objects have the size the
+model was trained at (its checkpoint's ``object_diameter`` over the image's ``diameter``, given or
+estimated by :func:`estimate_diameter`), then runs tile by tile, batched; masks stay on the device
+and are pasted, at the image's full resolution, all at once into an int32 label image, the only
+large array that comes back to the CPU. A z-stack (``spatial_ndim=3``) keeps each plane's evidence
+(mask probability x score) instead and becomes 3D objects
+(:func:`napari_segkit.algorithms.stitch.objects_from_plane_maps`).
 """
 
 from __future__ import annotations
@@ -490,7 +494,7 @@ def predict_instances(
     mask_threshold : float
         A pixel belongs to an instance where its mask probability exceeds this (0..1). In 3D, a
         voxel is foreground where the mask probability x score of its plane's detections exceeds
-        half of it.
+        0.7 times it.
     max_detections : int, optional
         Cap per tile; ``None`` follows the tile area
         (:func:`~napari_segkit.algorithms.instances.auto_max_detections`: 1024 for 1024 x 1024).
@@ -669,7 +673,9 @@ def predict_instances(
     to_full = torch.tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy], device=dev, dtype=torch.float32)
     volume = None
     if spatial_ndim == 3:
-        volume = _VolumeBuilder(lead, (ny, nx), spacing, diameter, 0.5 * float(mask_threshold))
+        volume = _VolumeBuilder(
+            lead, (ny, nx), spacing, diameter, 0.7 * float(mask_threshold), float(mask_threshold)
+        )
 
     def plane_data(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if p not in norm_cache:
@@ -1021,7 +1027,13 @@ def resize_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 class _VolumeBuilder:
-    """Collects the per-plane foreground maps of each z-stack; at its last plane, 3D objects."""
+    """Collects the per-plane foreground maps of each z-stack; at its last plane, 3D objects.
+
+    Per plane: the evidence (:func:`paste_scores`: max mask probability x score), with the
+    borders between two touching 2D detections cut out of it (where the plane's 2D instances
+    meet, :data:`CUT_BORDERS`), so that touching nuclei side by side stay apart in 3D; the cut
+    pixels are given back to their nearest 3D object afterwards.
+    """
 
     def __init__(
         self,
@@ -1030,6 +1042,7 @@ class _VolumeBuilder:
         spacing: tuple[float, ...] | None,
         diameter: float | None,
         threshold: float,
+        mask_threshold: float,
     ):
         self.nz = lead[-1]
         self.vol_lead = lead[:-1]
@@ -1038,16 +1051,19 @@ class _VolumeBuilder:
         self.diameter = diameter
         self.fg = np.zeros((self.nz, *shape), np.float32)
         self.cls = np.zeros((self.nz, *shape), np.uint16)
+        self.cut = np.zeros((self.nz, *shape), bool)
         self.done = 0
         self.next_id = 0
         self.threshold = threshold
+        self.mask_threshold = mask_threshold
 
     def add(self, ready, cores, planes, labels_out, rows, class_names) -> None:
         import torch
 
-        ny, nx = self.shape
         for p, d in ready:
             z = p % self.nz
+            n = int(d["scores"].shape[0])
+            d = {**d, "ids": torch.arange(1, n + 1, device=d["scores"].device, dtype=torch.int32)}
             for cy0, cx0, cy1, cx1 in cores:
                 if len(cores) > 1:
                     b = d["boxes"]
@@ -1055,7 +1071,13 @@ class _VolumeBuilder:
                     sub = _select(d, hit)
                 else:
                     sub = d
-                fg, cls = paste_scores([(0, sub, (cy0, cx0))], 1, (cy1 - cy0, cx1 - cx0))
+                region = [(0, sub, (cy0, cx0))]
+                shape = (cy1 - cy0, cx1 - cx0)
+                fg, cls = paste_scores(region, 1, shape)
+                if CUT_BORDERS:
+                    border = _id_borders(paste_masks(region, 1, shape, self.mask_threshold))
+                    fg = torch.where(border, 0.0, fg)
+                    self.cut[z, cy0:cy1, cx0:cx1] = border[0].cpu().numpy()
                 self.fg[z, cy0:cy1, cx0:cx1] = fg[0].cpu().numpy()
                 self.cls[z, cy0:cy1, cx0:cx1] = cls[0].to(torch.int32).cpu().numpy()
             self.done += 1
@@ -1063,6 +1085,8 @@ class _VolumeBuilder:
                 self.finish(p // self.nz, labels_out, rows, class_names)
 
     def finish(self, v: int, labels_out, rows, class_names) -> None:
+        from skimage.segmentation import expand_labels
+
         from ..algorithms.stitch import objects_from_plane_maps
 
         spacing = self.spacing or (1.0, 1.0, 1.0)
@@ -1077,6 +1101,9 @@ class _VolumeBuilder:
             spacing=spacing,
             threshold=self.threshold,
         )
+        for z in np.flatnonzero(self.cut.any(axis=(1, 2))):  # the cut borders, given back
+            give = self.cut[z] & (lab[z] == 0)
+            lab[z][give] = expand_labels(lab[z], 2)[give]
         n = int(lab.max(initial=0))
         if self.next_id + n > np.iinfo(np.int32).max:
             raise ValueError(f"more objects ({self.next_id + n}) than int32 labels can hold")
@@ -1085,7 +1112,24 @@ class _VolumeBuilder:
         self.next_id += n
         self.fg[...] = 0
         self.cls[...] = 0
+        self.cut[...] = False
         self.done = 0
+
+
+#: Cut the borders between touching 2D detections out of a z-stack's evidence (see
+#: :class:`_VolumeBuilder`; measured in benchmarks/eval_maskrcnn_3d.py).
+CUT_BORDERS = True
+
+
+def _id_borders(lab: Any) -> Any:
+    """Pixels of a ``(1, h, w)`` label tensor next to a pixel of another (non-zero) label."""
+    import torch.nn.functional as F
+
+    x = lab.float()[None]  # (1, 1, h, w); IDs per plane stay well below 2**24
+    big = float(2**24)
+    hi = F.max_pool2d(x, 3, stride=1, padding=1)
+    lo = -F.max_pool2d(-(x + (x == 0) * big), 3, stride=1, padding=1)
+    return ((lab > 0) & ((hi[0] != x[0]) | (lo[0] != x[0]))).bool()
 
 
 def _volume_table(
