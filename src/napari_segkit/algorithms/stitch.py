@@ -21,7 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["objects_from_plane_maps", "link_frames", "frame_links"]
+from .image import ProgressCallback, report
+
+__all__ = ["objects_from_plane_maps", "link_frames"]
 
 #: seeds are maxima at least this x diameter (x mean evidence) above their saddle (h-maxima)
 SEED_DYNAMIC = 0.05
@@ -156,94 +158,32 @@ def objects_from_plane_maps(
     return out
 
 
-def frame_links(labels: np.ndarray, *, iou_threshold: float = 0.3) -> np.ndarray:
-    """The relabelling of :func:`link_frames` as a look-up table ``new = lut[old]``.
-
-    Parameters
-    ----------
-    labels : ndarray of int
-        Frames along axis 0; each object's ID unique over the stack.
-    iou_threshold : float
-        An object takes the ID of the previous frame's object it overlaps most (one to one,
-        intersection over union at least this).
-
-    Returns
-    -------
-    ndarray of int64, shape (labels.max() + 1,)
-        0 and the IDs absent from ``labels`` map to 0.
-
-    Examples
-    --------
-    >>> lab = np.array([[[1, 1, 0, 2]], [[0, 3, 3, 0]]])
-    >>> frame_links(lab).tolist()
-    [0, 1, 2, 1]
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
-    if labels.ndim < 2:
-        raise ValueError(f"labels must have a frame axis and at least one more; got {labels.shape}")
-    if not 0 < float(iou_threshold) <= 1:
-        raise ValueError(f"iou_threshold must be in (0, 1]; got {iou_threshold!r}")
-    if labels.size and labels.min() < 0:
-        raise ValueError("labels must be >= 0 (0 is the background)")
-    top = int(labels.max(initial=0))
-    per_frame = []
-    for t in range(labels.shape[0]):
-        ids = np.unique(labels[t])
-        per_frame.append(ids[ids > 0])
-    every = np.concatenate(per_frame) if per_frame else np.zeros(0, np.int64)
-    if len(np.unique(every)) != len(every):
-        raise ValueError("labels: each object ID must be unique over the stack, not per frame")
-    lut = np.zeros(top + 1, np.int64)
-    next_id = 0
-    prev = None  # previous frame, relabelled
-    for t in range(labels.shape[0]):
-        frame = labels[t]
-        ids = per_frame[t]
-        new = np.zeros(len(ids), np.int64)
-        if prev is not None and len(ids):
-            p_ids, p_inv = np.unique(prev.ravel(), return_inverse=True)
-            c_ids, c_inv = np.unique(frame.ravel(), return_inverse=True)
-            inter = np.bincount(c_inv * len(p_ids) + p_inv, minlength=len(c_ids) * len(p_ids))
-            inter = inter.reshape(len(c_ids), len(p_ids)).astype(np.float64)
-            c_area, p_area = inter.sum(1), inter.sum(0)
-            c_fg, p_fg = c_ids != 0, p_ids != 0
-            inter = inter[c_fg][:, p_fg]
-            union = c_area[c_fg][:, None] + p_area[p_fg][None, :] - inter
-            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-            if iou.size:
-                rows, cols = linear_sum_assignment(-iou)
-                good = iou[rows, cols] >= float(iou_threshold)
-                new[rows[good]] = p_ids[p_fg][cols[good]]
-        fresh = new == 0
-        new[fresh] = np.arange(next_id + 1, next_id + 1 + int(fresh.sum()))
-        next_id += int(fresh.sum())
-        lut[ids] = new
-        prev = lut[frame]
-    return lut
-
-
-def link_frames(labels: np.ndarray, *, iou_threshold: float = 0.3) -> np.ndarray:
-    """Relabel a time-lapse's objects so that an object keeps its ID from frame to frame.
+def link_frames(
+    labels_t: np.ndarray,
+    *,
+    min_iou: float = 0.3,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Relabel a time-lapse so that an object keeps its ID from frame to frame.
 
     Frames are processed in order; an object takes the ID of the previous frame's object it
-    overlaps most (matched one to one by intersection over union, at least ``iou_threshold``),
-    otherwise a new ID. IDs are 1..N in order of first appearance.
+    overlaps most (matched one to one by the Hungarian algorithm on intersection over union, at
+    least ``min_iou``), otherwise a new ID never used before. IDs are 1..N in order of first
+    appearance.
 
     Parameters
     ----------
-    labels : ndarray of int
-        Frames along axis 0 (2D frames, or 3D volumes), each object's ID unique over the stack
-        (as :func:`napari_segkit.models.maskrcnn.predict_instances` gives them).
-    iou_threshold : float
-        The least overlap (IoU) for an object to keep its ID.
+    labels_t : ndarray of int
+        ``(T, Y, X)`` or ``(T, Z, Y, X)``: each frame's labels (IDs need not agree between
+        frames).
+    min_iou : float
+        The least overlap (IoU) for an object to keep its ID, in (0, 1].
+    progress : callable, optional
+        ``progress(done, total)`` after each frame.
 
     Returns
     -------
-    ndarray of int32
+    ndarray of int32, same shape
 
     Examples
     --------
@@ -251,6 +191,47 @@ def link_frames(labels: np.ndarray, *, iou_threshold: float = 0.3) -> np.ndarray
     >>> link_frames(lab)[:, 0].tolist()
     [[1, 1, 0, 2], [0, 1, 1, 0], [0, 1, 1, 3]]
     """
-    labels = np.asarray(labels)
-    lut = frame_links(labels, iou_threshold=iou_threshold)
-    return lut[labels].astype(np.int32)
+    from scipy.optimize import linear_sum_assignment
+
+    labels = np.asarray(labels_t)
+    if labels.ndim < 3:
+        raise ValueError(f"labels_t must be (T, Y, X) or (T, Z, Y, X); got shape {labels.shape}")
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"labels_t must be integers; got dtype {labels.dtype}")
+    if not 0 < float(min_iou) <= 1:
+        raise ValueError(f"min_iou must be in (0, 1]; got {min_iou!r}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels_t must be >= 0 (0 is the background)")
+    out = np.zeros(labels.shape, np.int32)
+    next_id = 0
+    prev = None  # the previous frame, relabelled
+    total = labels.shape[0]
+    for t in range(total):
+        frame = labels[t]
+        ids, inv = np.unique(frame, return_inverse=True)
+        inv = inv.reshape(frame.shape)
+        new = np.zeros(len(ids), np.int64)  # new ID of each of this frame's IDs (0 stays 0)
+        fg = ids != 0
+        if prev is not None and fg.any() and prev.any():
+            p_ids, p_inv = np.unique(prev, return_inverse=True)
+            inter = np.bincount(
+                inv.ravel() * len(p_ids) + p_inv.ravel(), minlength=len(ids) * len(p_ids)
+            )
+            inter = inter.reshape(len(ids), len(p_ids)).astype(np.float64)
+            c_area, p_area = inter.sum(1), inter.sum(0)
+            p_fg = p_ids != 0
+            inter = inter[fg][:, p_fg]
+            union = c_area[fg][:, None] + p_area[p_fg][None, :] - inter
+            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            rows, cols = linear_sum_assignment(-iou)
+            good = iou[rows, cols] >= float(min_iou)
+            new[np.flatnonzero(fg)[rows[good]]] = p_ids[p_fg][cols[good]]
+        fresh = fg & (new == 0)
+        new[fresh] = np.arange(next_id + 1, next_id + 1 + int(fresh.sum()))
+        next_id += int(fresh.sum())
+        if next_id > np.iinfo(np.int32).max:
+            raise ValueError(f"more objects ({next_id}) than int32 labels can hold")
+        out[t] = new[inv]
+        prev = out[t]
+        report(progress, t + 1, total)
+    return out

@@ -1029,10 +1029,9 @@ def resize_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class _VolumeBuilder:
     """Collects the per-plane foreground maps of each z-stack; at its last plane, 3D objects.
 
-    Per plane: the evidence (:func:`paste_scores`: max mask probability x score), with the
-    borders between two touching 2D detections cut out of it (where the plane's 2D instances
-    meet, :data:`CUT_BORDERS`), so that touching nuclei side by side stay apart in 3D; the cut
-    pixels are given back to their nearest 3D object afterwards.
+    Per plane: the evidence (:func:`paste_scores`: max mask probability x score); with
+    :data:`CUT_BORDERS`, the borders between two touching 2D detections are cut out of it, so
+    that nuclei side by side stay apart in 3D, and given back to their nearest 3D object after.
     """
 
     def __init__(
@@ -1117,8 +1116,11 @@ class _VolumeBuilder:
 
 
 #: Cut the borders between touching 2D detections out of a z-stack's evidence (see
-#: :class:`_VolumeBuilder`; measured in benchmarks/eval_maskrcnn_3d.py).
-CUT_BORDERS = True
+#: :class:`_VolumeBuilder`). Off: on generated stacks it changed nothing where nuclei are apart
+#: or touch, and cost 2-4 AP points where they are crowded (the shipped model's 2D borders split
+#: some nuclei); with the true 2D borders it gained 10-30 points on elongated, overlapping nuclei
+#: (benchmarks/eval_maskrcnn_3d.py).
+CUT_BORDERS = False
 
 
 def _id_borders(lab: Any) -> Any:
@@ -1178,21 +1180,25 @@ def _volume_table(
 def _link(
     labels: np.ndarray, table: dict[str, np.ndarray], empty: np.ndarray
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Relabel frames along axis 0 so that objects keep their IDs (:func:`stitch.frame_links`)."""
-    from ..algorithms.stitch import frame_links
+    """Relabel frames along axis 0 so that objects keep their IDs (:func:`stitch.link_frames`),
+    and the table's labels with them."""
+    from ..algorithms.stitch import link_frames
 
-    lut = frame_links(labels)
+    linked = link_frames(labels)
+    lut = np.zeros(int(labels.max(initial=0)) + 1, np.int64)  # old ID (unique) -> new ID
+    for t in range(labels.shape[0]):
+        inside = labels[t] > 0
+        lut[labels[t][inside]] = linked[t][inside]
     ids = np.asarray(table["label"], np.int64)
-    top = int(lut.max(initial=0))
-    inside = ids < len(lut)
     new = np.zeros(len(ids), np.int64)
-    new[inside] = lut[ids[inside]]
+    known = ids < len(lut)
+    new[known] = lut[ids[known]]
     lost = new == 0  # detections without a pixel: new IDs beyond the linked ones
+    top = int(linked.max(initial=0))
     new[lost] = np.arange(top + 1, top + 1 + int(lost.sum()))
     mapping = dict(zip(ids[lost].tolist(), new[lost].tolist(), strict=True))
-    table = {**table, "label": new}
     empty = np.array([mapping.get(int(i), 0) for i in empty], np.int64)
-    return lut[labels].astype(np.int32), table, empty
+    return linked, {**table, "label": new}, empty
 
 
 def _configure(module: Any, score_threshold: float, nms_threshold: float, cap: int) -> None:
