@@ -49,11 +49,24 @@ def test_stack_gets_unique_ids(viewer):
     stack = np.stack([synthetic_nuclei((128, 128), n_nuclei=12, seed=s)[0] for s in (1, 2)])
     viewer.add_image(stack, name="stack")
     widget = dock(viewer)
+    widget.stack.value = 2  # plane by plane, as a time-lapse
     out = widget.run(blocking=True)
     ids0 = set(np.unique(out.data[0])) - {0}
     ids1 = set(np.unique(out.data[1])) - {0}
     assert ids0 and ids1 and not ids0 & ids1
     assert set(out.features["axis0"]) == {0, 1}
+
+
+def test_z_stack_is_segmented_in_3d_with_the_layer_scale(viewer):
+    img, truth = synthetic_nuclei((12, 80, 80), n_nuclei=6, radius=(6, 9), seed=5)
+    viewer.add_image(img[::2], name="zstack", scale=(2.0, 1.0, 1.0))
+    widget = dock(viewer)
+    assert not widget.stack.native.isHidden()  # Mask R-CNN supports volumes
+    out = widget.run(blocking=True)
+    assert "z-stack" in widget.status.value and "diameter" in widget.status.value
+    assert {"bbox_z0", "bbox_z1", "centroid_z"} <= set(out.features.columns)
+    assert match_instances(out.data, truth[::2])["f1"] >= 0.8
+    assert out.metadata[KEY]["params"]["spatial_ndim"] == 3
 
 
 def test_checkpoint_choice_without_a_file_is_a_message(viewer):

@@ -124,7 +124,7 @@ def evaluate(
             }
             for i in np.flatnonzero(shown)
         ]
-        rows.append({"class": "mean", "iou": s.mean_iou, "dice": s.mean_dice})
+        rows.append({"class": "mean", "iou": s.mean_matched_iou, "dice": s.mean_dice})
         rows.append({"class": "mean without 0", "iou": s.mean_iou_foreground})
         cls = t["class"][shown].astype(float)
         return EvaluationReport(
@@ -133,7 +133,7 @@ def evaluate(
             curves={"IoU": (cls, t["iou"][shown]), "Dice": (cls, t["dice"][shown])},
             plot_labels=("IoU and Dice per class", "class", "score"),
             summary=(
-                f"mean IoU {s.mean_iou:.3f} (without class 0: {s.mean_iou_foreground:.3f}), "
+                f"mean IoU {s.mean_matched_iou:.3f} (without class 0: {s.mean_iou_foreground:.3f}), "
                 f"mean Dice {s.mean_dice:.3f}, pixel accuracy {s.pixel_accuracy:.3f}"
             ),
         )

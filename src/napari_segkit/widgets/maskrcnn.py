@@ -88,6 +88,8 @@ class MaskRCNNWidget(SegmentWidget):
             rgb=inp.rgb,
             channel_axis=inp.channel_axis,
             channel=inp.channel,
+            spatial_ndim=inp.spatial_ndim,
+            spacing=_spacing(inp),
             progress=progress,
             **params,
         )
@@ -104,7 +106,11 @@ class MaskRCNNWidget(SegmentWidget):
         result = SegmentationResult(
             res.labels, features=features, extra_layers=extra, message=message
         )
-        result.n_ids = int(res.n_objects)  # the highest ID handed out, pixels or not
+        result.n_ids = int(res.labels.max(initial=0))
+        if len(res.table["label"]):  # the highest ID handed out, pixels or not
+            result.n_ids = max(result.n_ids, int(np.max(res.table["label"])))
+        result.diameter = res.diameter
+        result.diameter_estimated = bool(res.params.get("diameter_estimated"))
         return result
 
     def run(self, *, blocking: bool = False):
@@ -117,6 +123,10 @@ class MaskRCNNWidget(SegmentWidget):
         # the next label painted by hand is beyond every ID the model handed out
         n_ids = getattr(result, "n_ids", int(result.labels.max(initial=0)))
         layer.selected_label = n_ids + 1
+        diameter = getattr(result, "diameter", None)
+        if diameter is not None:  # the object size the image was segmented for
+            how = "estimated" if getattr(result, "diameter_estimated", False) else "given"
+            self.status.value += f"; diameter {diameter:.1f} px ({how})"
         return layer
 
     # ---- weights ------------------------------------------------------------------------------
@@ -154,6 +164,17 @@ class MaskRCNNWidget(SegmentWidget):
         self._download_worker = worker
         worker.start()
         return worker
+
+
+def _spacing(inp: ImageInput) -> tuple[float, ...] | None:
+    """The layer's scale along the axes segmented together (z, y, x for a z-stack), or None."""
+    if inp.spatial_ndim != 3:
+        return None
+    scale = [float(v) for v in inp.layer.scale]
+    if inp.channel_axis is not None and not inp.rgb and len(scale) == inp.data.ndim:
+        del scale[inp.channel_axis]
+    spacing = tuple(scale[-3:])
+    return None if len(spacing) < 3 or all(v == 1.0 for v in spacing) else spacing
 
 
 def _import_torch() -> None:
