@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..algorithms.kmeans import SPEC, cluster_colour_image, kmeans_segment
+from ..algorithms.kmeans import SPEC, cluster_color_image, kmeans_segment
 from ._base import ImageInput, SegmentationResult, SegmentWidget
 
 
@@ -29,7 +29,7 @@ class KMeansWidget(SegmentWidget):
             channel_axis=inp.channel_axis,
             spatial_ndim=inp.spatial_ndim,
             progress=progress,
-            return_centres=True,
+            return_centers=True,
             **params,
         )
         extra = []
@@ -47,10 +47,10 @@ def colour_layer(labels: np.ndarray, centres: np.ndarray, inp: ImageInput) -> tu
     dtype = np.dtype(inp.data.dtype)
     out_dtype = dtype if dtype.kind in "ui" else np.float32
     if inp.rgb:
-        data = cluster_colour_image(labels, centres, dtype=out_dtype)
+        data = cluster_color_image(labels, centres, dtype=out_dtype)
         return data, {"name": "cluster colours", "rgb": True}, "image"
     grey = centres.mean(axis=1, keepdims=True)
-    data = cluster_colour_image(labels, grey, dtype=out_dtype)[..., 0]
+    data = cluster_color_image(labels, grey, dtype=out_dtype)[..., 0]
     kwargs = {"name": "cluster colours", "rgb": False, "colormap": "gray"}
     lo, hi = float(grey.min()), float(grey.max())
     if hi > lo:
