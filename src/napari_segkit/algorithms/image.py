@@ -447,6 +447,12 @@ def _lazy(data: Any) -> Any:
     return np.asarray(data)
 
 
+def _has_finite(data: np.ndarray, chunk: int = 1 << 20) -> bool:
+    """Whether a float array has a finite value: read slab by slab, stopping at the first."""
+    step = max(1, chunk // max(1, int(np.prod(data.shape[1:]))))
+    return any(np.isfinite(data[i : i + step]).any() for i in range(0, data.shape[0], step))
+
+
 def prepare_input(
     image: Any,
     *,
@@ -461,7 +467,8 @@ def prepare_input(
 ) -> InputImage:
     """Read how a method should see ``image``: the one place for the widget, CLI and recipes.
 
-    Nothing is computed (dask stays lazy); only the layout is checked.
+    Nothing is computed (dask stays lazy); the layout is checked, and a numpy float image must
+    have a finite value (read until the first one is found).
 
     Parameters
     ----------
@@ -495,7 +502,8 @@ def prepare_input(
     Raises
     ------
     ValueError
-        Naming the problem: not an image (empty, non-numeric, fewer than 2 dimensions), ``rgb``
+        Naming the problem: not an image (empty, non-numeric, fewer than 2 dimensions; a numpy
+        image without a finite value: dask is not read here), ``rgb``
         with a last axis that is not 3 or 4 long, a channel axis or channel out of range, fewer
         than 2 spatial dimensions once the channel axis is set aside, an unknown ``stack``.
 
@@ -515,6 +523,8 @@ def prepare_input(
     data = check_image(_lazy(data))
     if np.dtype(data.dtype) == np.float16:  # few algorithms take float16; exact in float32
         data = data.astype(np.float32)
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not _has_finite(data):
+        raise ValueError("image has no finite value (all NaN or infinite)")
     shape = tuple(int(n) for n in data.shape)
     if rgb is None:
         rgb = channel_axis is None and guess_rgb(shape)
