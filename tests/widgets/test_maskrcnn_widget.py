@@ -66,7 +66,7 @@ def test_checkpoint_choice_without_a_file_is_a_message(viewer):
     assert widget.run(blocking=True) is not None
 
 
-def test_offline_coco_model_tells_the_user_what_to_do(viewer, hub, monkeypatch):
+def test_offline_coco_model_tells_the_user_what_to_do(viewer, hub, monkeypatch, errors, qtbot):
     viewer.add_image(np.zeros((64, 64), np.uint8), name="img")
     widget = dock(viewer)
     widget.model.value = "maskrcnn_resnet50_fpn"
@@ -79,7 +79,15 @@ def test_offline_coco_model_tells_the_user_what_to_do(viewer, hub, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     widget.download_weights(blocking=True)
-    assert widget.status.value.startswith("weights not available")
+    assert widget.status.value.startswith("error:")
+    assert "download" in errors[-1] and "\n" not in errors[-1] and "Traceback" not in errors[-1]
+    # the button's path: the same worker helper as Run, the same error policy
+    n = len(errors)
+    widget.download.clicked.emit()
+    assert widget.running and not widget.call_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=20000)
+    assert len(errors) == n + 1 and errors[-1] == errors[-2]
+    assert widget.call_button.enabled
 
 
 def test_parse_classes():
