@@ -71,14 +71,14 @@ def guess_rgb(shape: tuple[int, ...]) -> bool:
 def to_channels_last(
     image: Any, *, rgb: bool | None = None, channel_axis: int | None = None
 ) -> Any:
-    """Return ``image`` with its colour/channel axis last, or with a length-1 channel axis if grey.
+    """Return ``image`` with its color/channel axis last, or with a length-1 channel axis if grey.
 
     Parameters
     ----------
     image : array-like
         Grey, RGB/RGBA (channels last) or multichannel image, numpy or dask.
     rgb : bool, optional
-        Whether the last axis holds RGB(A) colour. ``None`` guesses as napari does.
+        Whether the last axis holds RGB(A) color. ``None`` guesses as napari does.
     channel_axis : int, optional
         Axis holding the channels of a multichannel (non-RGB) image.
 
@@ -92,7 +92,7 @@ def to_channels_last(
         rgb = channel_axis is None and guess_rgb(tuple(image.shape))
     if rgb and channel_axis is not None:
         raise ValueError(
-            "rgb=True and channel_axis are exclusive: an RGB image has its colour last"
+            "rgb=True and channel_axis are exclusive: an RGB image has its color last"
         )
     if rgb:
         if image.shape[-1] not in (3, 4):
@@ -301,12 +301,12 @@ def stack_mode(
     Parameters
     ----------
     shape : tuple of int
-        The data's shape, colour/channel axis included.
+        The data's shape, color/channel axis included.
     axis_labels : sequence of str, optional
         One label per axis of ``shape`` (a TIFF file's axes), or napari's ``layer.axis_labels``
         (which has none for an RGB axis).
     rgb : bool
-        The last axis is RGB(A) colour.
+        The last axis is RGB(A) color.
     channel_axis : int, optional
         The axis of the channels of a multichannel image.
 
