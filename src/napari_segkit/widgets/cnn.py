@@ -135,7 +135,10 @@ class CNNWidget(SegmentWidget):
             message="; ".join(res.messages) or None,
             layer_kwargs=layer_kwargs,
         )
-        result.measured = dict(res.measured)
+        result.measured = {
+            ("diameter (auto)" if k == "diameter" else k): ((v, "px") if k == "diameter" else v)
+            for k, v in res.measured.items()
+        }
         if res.label_divisor:
             result.measured["label_divisor"] = res.label_divisor
         return result

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, PushButton, Widget
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from ..models.maskrcnn import SPEC
 from ._base import ImageInput, SegmentationResult, SegmentWidget
+from ._output import boxes_layer
 from .cnn import _LISTENERS, user_model_choices
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -115,7 +114,11 @@ class MaskRCNNWidget(SegmentWidget):
 
     def run(self, *, blocking: bool = False):
         """As :meth:`SegmentWidget.run`; torch is imported here, on the GUI thread, first."""
-        _import_torch()
+        try:
+            _import_torch()
+        except Exception as err:  # e.g. torch not installed: a notification, not a traceback
+            self._fail(err)
+            return None
         return super().run(blocking=blocking)
 
     def _publish(self, inp: ImageInput, params: dict, result: SegmentationResult):
@@ -136,34 +139,28 @@ class MaskRCNNWidget(SegmentWidget):
         if architecture not in COCO:
             show_info("Download weights: choose a COCO model first")
             return None
+        if self.running:
+            show_info(f"{self.method}: busy; press Cancel or wait, then download")
+            return None
 
         def fetch() -> str:
             from ..models import weights
 
             return str(weights.download_weights(architecture, progress=False))
 
-        def done(path: str) -> None:
+        def done(path: str) -> str:
             self.status.value = f"weights ready: {path}"
             show_info(f"{architecture} weights are in the torch hub cache: {path}")
+            return path
 
-        def failed(err: BaseException) -> None:
-            self.status.value = "weights not available (see notification)"
-            show_error(str(err))
-
-        _import_torch()
-        if blocking:
-            try:
-                done(fetch())
-            except Exception as err:  # WeightsUnavailableError and anything else: tell the user
-                failed(err)
+        try:
+            _import_torch()
+        except Exception as err:
+            self._fail(err, action="download")
             return None
-        self.status.value = f"downloading {architecture} weights..."
-        worker = create_worker(fetch, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
-        self._download_worker = worker
-        worker.start()
-        return worker
+        return self.run_task(
+            fetch, done=done, blocking=blocking, status=f"downloading {architecture} weights..."
+        )
 
 
 def _spacing(inp: ImageInput) -> tuple[float, ...] | None:
@@ -190,36 +187,3 @@ def _import_torch() -> None:
 
     hide_triton()
     import_torch()
-
-
-def boxes_layer(table: dict) -> tuple:
-    """A napari Shapes layer-data tuple of the detection boxes, with class and score as text."""
-    lead = sorted(k for k in table if k.startswith("axis"))
-    y0, x0, y1, x1 = (
-        np.asarray(table[k], float) for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
-    )
-    index = (
-        np.stack([np.asarray(table[k], float) for k in lead], axis=1)
-        if lead
-        else np.zeros((len(y0), 0))
-    )
-    corners = []
-    for i in range(len(y0)):
-        pts = np.array([[y0[i], x0[i]], [y0[i], x1[i]], [y1[i], x1[i]], [y1[i], x0[i]]])
-        corners.append(np.concatenate([np.repeat(index[i : i + 1], 4, axis=0), pts], axis=1))
-    features = {"label": table["label"], "class_name": table["class_name"], "score": table["score"]}
-    kwargs = {
-        "name": "boxes",
-        "shape_type": "rectangle",
-        "edge_color": "yellow",
-        "face_color": "transparent",
-        "edge_width": 1,
-        "features": features,
-        "text": {
-            "string": "{class_name} {score:.2f}",
-            "size": 8,
-            "color": "yellow",
-            "anchor": "upper_left",
-        },
-    }
-    return corners, kwargs, "shapes"
