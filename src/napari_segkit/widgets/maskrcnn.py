@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, PushButton, Widget
 from napari.utils.notifications import show_info
 
