@@ -29,3 +29,20 @@ def test_synthetic_nuclei_3d_and_dtypes():
     assert lab.max() >= 1
     with pytest.raises(ValueError, match="2D or 3D"):
         synthetic_nuclei((4,))
+
+
+@pytest.mark.parametrize("func", [sample_data.nuclei_realistic, sample_data.nuclei_realistic_3d])
+def test_realistic_samples_make_napari_layers(func):
+    from napari.layers import Image, Labels
+
+    (img, img_kw, t1), (lab, lab_kw, t2) = func()
+    assert (t1, t2) == ("image", "labels")
+    assert img.shape == lab.shape and lab.dtype == np.int32 and lab.max() > 0
+    assert img_kw["metadata"]["seed"] == 0
+    image_layer, labels_layer = Image(img, **img_kw), Labels(lab, **lab_kw)
+    np.testing.assert_array_equal(image_layer.scale, labels_layer.scale)
+    if img.ndim == 3:
+        assert tuple(image_layer.axis_labels) == ("z", "y", "x")
+        assert image_layer.scale[0] >= 1 and tuple(image_layer.scale[1:]) == (1, 1)
+    (again, _, _), _ = func()
+    np.testing.assert_array_equal(img, again)

@@ -36,3 +36,58 @@ def nuclei_3d(seed: int = NUCLEI_SEED) -> list[tuple]:
         (image, {"name": "nuclei 3d", "metadata": meta}, "image"),
         (labels, {"name": "nuclei 3d ground truth", "metadata": meta, "visible": False}, "labels"),
     ]
+
+
+def nuclei_realistic(seed: int = NUCLEI_SEED) -> list[tuple]:
+    """A realistic generated 2D nuclei image (uint16 camera counts) and its ground truth.
+
+    From :func:`napari_segkit.datasets.realistic_nuclei` ("train" configuration, 512 x 512,
+    nuclei ~24 px wide): clumps of touching nuclei, dim and bright nuclei, texture, blur, debris,
+    uneven background and camera noise.
+    """
+    from .datasets import realistic_nuclei
+
+    image, labels = realistic_nuclei((512, 512), config="train", diameter=24, seed=seed)
+    meta = {
+        "generator": "napari_segkit.datasets.realistic_nuclei",
+        "config": "train",
+        "diameter": 24,
+        "seed": seed,
+    }
+    return [
+        (image, {"name": "nuclei (realistic)", "metadata": meta, "colormap": "gray"}, "image"),
+        (
+            labels,
+            {"name": "nuclei (realistic) ground truth", "metadata": meta, "visible": False},
+            "labels",
+        ),
+    ]
+
+
+def nuclei_realistic_3d(seed: int = NUCLEI_SEED) -> list[tuple]:
+    """A realistic generated 3D nuclei z-stack (uint16) and its ground truth.
+
+    From :func:`napari_segkit.datasets.realistic_nuclei_3d` ("train" configuration,
+    48 x 192 x 192): the layers are scaled by the generated voxel anisotropy (z step / pixel
+    size) and carry the axis labels ("z", "y", "x").
+    """
+    from .datasets import realistic_nuclei_3d
+
+    image, labels, spacing = realistic_nuclei_3d(
+        (48, 192, 192), config="train", seed=seed, return_spacing=True
+    )
+    meta = {
+        "generator": "napari_segkit.datasets.realistic_nuclei_3d",
+        "config": "train",
+        "seed": seed,
+        "spacing": spacing,
+    }
+    common = {"metadata": meta, "scale": spacing, "axis_labels": ("z", "y", "x")}
+    return [
+        (image, {"name": "nuclei 3d (realistic)", "colormap": "gray", **common}, "image"),
+        (
+            labels,
+            {"name": "nuclei 3d (realistic) ground truth", "visible": False, **common},
+            "labels",
+        ),
+    ]

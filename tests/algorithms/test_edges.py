@@ -36,14 +36,16 @@ def hand_correlate(img, kernel, i, j):
     return total
 
 
-H = [[1, 2, 1], [0, 0, 0], [-1, -2, -1]]
+# as correlation kernels (laid on the image as written); scikit-image writes the same filters as
+# convolution kernels, flipped: [[1, 2, 1], [0, 0, 0], [-1, -2, -1]] and [[1, 0, -1], ...]
+H = [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]
 V = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
 L8 = [[1, 1, 1], [1, -8, 1], [1, 1, 1]]
 
 
 def test_sobel_h_centre_by_hand():
-    # (1 + 2*2 + 4) - (64 + 2*128 + 255) = 9 - 575
-    assert sobel_h(A)[1, 1] == -566.0
+    # (64 + 2*128 + 255) - (1 + 2*2 + 4) = 575 - 9: the row below is brighter, positive
+    assert sobel_h(A)[1, 1] == 566.0
     assert sobel_h(A).dtype == np.float32
 
 
@@ -66,19 +68,22 @@ def test_laplace_centre_by_hand():
 
 def test_horizontal_sobel_responds_to_horizontal_edges_only():
     img = np.zeros((6, 6), np.float32)
-    img[:3] = 10  # a horizontal edge, brighter above
+    img[3:] = 10  # a horizontal edge, brighter below
     h, v = sobel_h(img), sobel_v(img)
     np.testing.assert_array_equal(v, 0)
-    assert h[2, 3] == h[3, 3] == 40  # (10 + 20 + 10) above, 0 below; positive when brighter above
+    assert h[2, 3] == h[3, 3] == 40  # 0 above, (10 + 20 + 10) below; positive when brighter below
     np.testing.assert_array_equal(h[[0, 5]], 0)
+    # the same sign as scikit-image's, which is this divided by 4
+    np.testing.assert_array_equal(h, 4 * filters.sobel_h(img))
+    np.testing.assert_array_equal(sobel_h(img[::-1]), -h[::-1])
 
 
 def test_relations_to_scipy_and_skimage():
     img = data.camera()[100:160, 200:260]
-    np.testing.assert_allclose(sobel_h(img), -ndi.sobel(img.astype(float), axis=0), atol=1e-3)
+    np.testing.assert_allclose(sobel_h(img), ndi.sobel(img.astype(float), axis=0), atol=1e-3)
     np.testing.assert_allclose(sobel_v(img), ndi.sobel(img.astype(float), axis=1), atol=1e-3)
     x = img / 255.0
-    np.testing.assert_allclose(sobel_h(x), -4 * filters.sobel_h(x), atol=1e-5)
+    np.testing.assert_allclose(sobel_h(x), 4 * filters.sobel_h(x), atol=1e-5)
     np.testing.assert_allclose(sobel_v(x), 4 * filters.sobel_v(x), atol=1e-5)
     np.testing.assert_allclose(sobel_magnitude(x), 4 * np.sqrt(2) * filters.sobel(x), atol=1e-5)
     k8 = np.array(L8, float)
@@ -348,3 +353,206 @@ def test_bad_inputs():
         sobel_h(np.zeros((3, 4, 4)))
     with pytest.raises(ValueError, match="axis=2"):
         sobel(np.zeros((4, 4)), axis=2)
+
+
+# ---- the strip-by-strip filters equal a direct nD correlation -------------------------------------
+def reference_kernel(name, ndim, axis=None):
+    """The full nD kernel, for scipy.ndimage.correlate (the slow, obviously right way)."""
+    if name == "laplace":
+        k = np.ones((3,) * ndim)
+        k[(1,) * ndim] -= 3**ndim
+        return k
+    k = np.ones((1,) * ndim)
+    for ax in range(ndim):
+        w = np.array([-1.0, 0.0, 1.0]) if ax == axis else np.array([1.0, 2.0, 1.0])
+        k = k * w.reshape([3 if a == ax else 1 for a in range(ndim)])
+    return k
+
+
+def reference(name, img, mode, cval):
+    x = np.asarray(img, dtype=np.float64)
+    if name == "laplace":
+        return ndi.correlate(x, reference_kernel("laplace", x.ndim), mode=mode, cval=cval)
+    if name == "magnitude":
+        sq = [reference(("sobel", ax), img, mode, cval) ** 2 for ax in range(x.ndim)]
+        return np.sqrt(np.sum(sq, axis=0))
+    return ndi.correlate(x, reference_kernel("sobel", x.ndim, name[1]), mode=mode, cval=cval)
+
+
+def ours(name, img, mode, cval):
+    if name == "laplace":
+        return laplace(img, mode=mode, cval=cval)
+    if name == "magnitude":
+        return sobel_magnitude(img, mode=mode, cval=cval)
+    return sobel(img, axis=name[1], mode=mode, cval=cval)
+
+
+@pytest.mark.parametrize("strip_bytes", [1, 8 * 4 * 17, None], ids=["1row", "2rows", "default"])
+@pytest.mark.parametrize("mode", ["reflect", "constant", "nearest", "mirror", "wrap"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 5), (5, 1), (13, 17), (3, 4, 5), (2, 1, 6)])
+def test_fast_filters_equal_direct_correlation(shape, mode, strip_bytes, monkeypatch):
+    from napari_segkit.algorithms import edges
+
+    if strip_bytes is not None:
+        monkeypatch.setattr(edges, "_STRIP_BYTES", strip_bytes)
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, 256, shape).astype(np.uint8)  # integers: float32 sums are exact
+    names = ["laplace", "magnitude"] + [("sobel", ax) for ax in range(len(shape))]
+    for cval in (0, 7):
+        for name in names:
+            out = ours(name, img, mode, cval)
+            assert out.dtype == np.float32 and out.shape == shape
+            expected = reference(name, img, mode, cval)
+            if name == "magnitude":
+                np.testing.assert_allclose(out, expected, rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(out, expected, err_msg=f"{name} {mode} {cval}")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "constant", "mirror", "wrap"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint16, bool])
+def test_fast_filters_any_dtype_with_nan(mode, dtype, monkeypatch):
+    from napari_segkit.algorithms import edges
+
+    monkeypatch.setattr(edges, "_STRIP_BYTES", 3 * 4 * 11)  # 3 rows a strip: 9 = 3 + 3 + 3
+    rng = np.random.default_rng(1)
+    values = rng.random((9, 11)) > 0.5 if dtype is bool else rng.normal(0, 300, (9, 11))
+    img = values.astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        img[2, 3] = img[7, 0] = np.nan
+        img[4, 10] = np.inf
+    # the reference: the same nearest-finite fill, then a float64 correlation
+    filled, bad = edges._float32(img)
+    assert (bad is not None) == (np.dtype(dtype).kind == "f")
+    for name in ["laplace", "magnitude", ("sobel", 0), ("sobel", 1)]:
+        out = ours(name, img, mode, 2.5)
+        assert np.isfinite(out).all()
+        expected = reference(name, filled, mode, 2.5)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3 * np.abs(expected).max())
+
+
+def test_all_nan_and_float64_beyond_float32_are_not_finite():
+    with pytest.raises(ValueError, match="no finite value"):
+        sobel_magnitude(np.full((4, 4), np.nan))
+    img = np.ones((4, 4))
+    img[1, 1] = 1e300  # inf in float32: filled from its neighbours like a NaN
+    np.testing.assert_array_equal(laplace(img), 0)
+
+
+# ---- the watershed's fast internals equal scikit-image's / scipy's own calls ----------------------
+def random_labels(rng, shape, smooth):
+    noise = rng.random(shape)
+    m = ndi.gaussian_filter(noise, 1.5) > 0.5 if smooth else noise > 0.6
+    return ndi.label(m)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_label_peaks_equal_peak_local_max(seed):
+    from skimage.feature import peak_local_max
+
+    from napari_segkit.algorithms import edges
+
+    rng = np.random.default_rng(seed)
+    nd = 3 if seed % 4 == 0 else 2
+    shape = tuple(int(s) for s in rng.integers(1, 30 if nd == 2 else 10, nd))
+    labels, n = random_labels(rng, shape, smooth=seed % 3 > 0)
+    if n == 0:
+        labels[(0,) * nd], n = 1, 1
+    # integer scores have many ties; a distance transform has plateaus and flat objects
+    if seed % 2:
+        score = rng.integers(0, 4, shape).astype(np.float32)
+    else:
+        score = ndi.distance_transform_edt(labels > 0).astype(np.float32)
+    min_distance = int(rng.integers(1, 6))
+    expected = peak_local_max(score, min_distance=min_distance, labels=labels, exclude_border=False)
+    starts, stops = edges._boxes(labels)
+    ids = np.arange(1, n + 1, dtype=np.int32)
+    got, got_labels = edges._label_peaks(
+        score, labels, ids, starts, stops, min_distance, float(score.min())
+    )
+    np.testing.assert_array_equal(got, expected)  # same peaks, same order
+    np.testing.assert_array_equal(got_labels, labels[tuple(got.T)])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (40, 33), (6, 7, 8)])
+def test_fill_holes_and_dilate_equal_scipy(shape):
+    from napari_segkit.algorithms import edges
+
+    rng = np.random.default_rng(len(shape))
+    for p in (0.2, 0.5, 0.8):
+        m = rng.random(shape) < p
+        np.testing.assert_array_equal(edges._fill_holes(m.copy()), ndi.binary_fill_holes(m))
+        full = ndi.generate_binary_structure(m.ndim, m.ndim)
+        np.testing.assert_array_equal(
+            edges._dilate(m, 2), ndi.binary_dilation(m, full, iterations=2)
+        )
+        np.testing.assert_array_equal(edges._dilate(m, 1, square=False), ndi.binary_dilation(m))
+
+
+def bare_watershed(img, markers="threshold", min_distance=10, min_size=20, sigma=1.0):
+    """The watershed pipeline with plain scipy/scikit-image calls on whole images."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    from napari_segkit.algorithms.objects import remove_small
+    from napari_segkit.algorithms.threshold import threshold_value
+
+    s = ndi.gaussian_filter(img.astype(np.float32), sigma, output=np.float32)
+    emap = sobel_magnitude(s)
+    fg = ndi.binary_fill_holes(s > threshold_value(s, "otsu"))
+    comps, n = ndi.label(fg)
+    if markers == "threshold":
+        score = ndi.distance_transform_edt(fg).astype(np.float32)
+    else:
+        score = emap.max() - emap
+    peaks = peak_local_max(score, min_distance=min_distance, labels=comps, exclude_border=False)
+    mk = np.zeros(img.shape, np.int32)
+    mk[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if markers == "local_minima":
+        plateau = (score == ndi.maximum_filter(score, size=3)) & fg
+        flats, _ = ndi.label(plateau, ndi.generate_binary_structure(fg.ndim, fg.ndim))
+        seeds = np.unique(flats[tuple(peaks.T)])
+        seeds = seeds[seeds > 0]
+        lut = np.zeros(flats.max() + 1, np.int32)
+        lut[seeds] = np.arange(1, len(seeds) + 1)
+        mk = lut[flats]
+        peaks = np.argwhere(mk)
+    missing = np.setdiff1d(np.arange(1, n + 1), comps[tuple(peaks.T)])
+    top = mk.max()
+    for k, pos in enumerate(ndi.maximum_position(score, comps, missing)):
+        mk[pos] = top + k + 1
+    top = mk.max()
+    full = ndi.generate_binary_structure(fg.ndim, fg.ndim)
+    mk[~ndi.binary_dilation(fg, full, iterations=2)] = top + 1
+    labels = watershed(emap, mk).astype(np.int32)
+    labels[labels == top + 1] = 0
+    return remove_small(labels, min_size), mk
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((160, 200), {}),
+        ((160, 200), {"min_distance": 3}),
+        ((160, 200), {"markers": "local_minima"}),
+        ((24, 48, 48), {}),
+    ],
+)
+def test_watershed_equals_the_bare_pipeline(shape, kwargs, monkeypatch):
+    from napari_segkit.algorithms import edges
+
+    monkeypatch.setattr(edges, "_MARKER_PIXELS", 2000)  # many groups even on a small image
+    monkeypatch.setattr(edges, "_FLOOD_PIXELS", 1000)
+    img, _ = synthetic_nuclei(shape, n_nuclei=40, touching=True, seed=4)
+    expected, mk = bare_watershed(img, **kwargs)
+    s = ndi.gaussian_filter(img.astype(np.float32), 1.0, output=np.float32)
+    fg = ndi.binary_fill_holes(s > edges.threshold_value(s, "otsu"))
+    markers, min_distance = kwargs.get("markers", "threshold"), kwargs.get("min_distance", 10)
+    seeded, ids = edges._markers(sobel_magnitude(s), fg, markers, min_distance)
+    objects = np.where(mk == mk.max(), 0, mk)
+    np.testing.assert_array_equal(np.flatnonzero(objects), seeded)  # the very same markers
+    np.testing.assert_array_equal(objects.ravel()[seeded], ids)
+    got = edge_segment(img, region_mode="watershed", spatial_ndim=len(shape), **kwargs)
+    # flooding basin by basin may break exact ties between markers in another order than one
+    # heap over the whole image; a noisy image has none, so the labels are the same
+    np.testing.assert_array_equal(got, expected)

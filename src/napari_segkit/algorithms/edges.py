@@ -11,16 +11,20 @@ stacks, dask) and turns edges into labelled regions in one of two ways:
 
 Kernel convention
 -----------------
-The Sobel kernels are applied as **correlations** (``scipy.ndimage.correlate``: the kernel is laid
-on the image as written, no flip), so for a 2D image ``out[i, j] = sum(k[a, b] * image[i + a - 1,
-j + b - 1])``:
+:func:`sobel_h` and :func:`sobel_v` follow scikit-image's ``skimage.filters.sobel_h``/``sobel_v``
+(sign and orientation), unnormalised: 4 times scikit-image's values. Written as **correlations**
+(the kernel laid on the image as written, no flip; ``scipy.ndimage.correlate``), so for a 2D image
+``out[i, j] = sum(k[a, b] * image[i + a - 1, j + b - 1])``:
 
-- :func:`sobel_h` uses ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``: it responds to horizontal edges
-  (intensity changing from row to row), positive where the image is brighter above
-  (``sobel_h == -scipy.ndimage.sobel(image, axis=0) == -4 * skimage.filters.sobel_h(image)``);
-- :func:`sobel_v` uses ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``: it responds to vertical edges,
-  positive where the image is brighter on the right
-  (``sobel_v == scipy.ndimage.sobel(image, axis=1) == 4 * skimage.filters.sobel_v(image)``).
+- :func:`sobel_h` correlates ``[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]`` (scikit-image's
+  ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]`` as a convolution): it responds to horizontal edges
+  (intensity changing from row to row), positive where the image is brighter below
+  (``sobel_h == sobel(image, axis=0) == scipy.ndimage.sobel(image, axis=0)
+  == 4 * skimage.filters.sobel_h(image)``);
+- :func:`sobel_v` correlates ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``: it responds to vertical
+  edges, positive where the image is brighter on the right
+  (``sobel_v == sobel(image, axis=1) == scipy.ndimage.sobel(image, axis=1)
+  == 4 * skimage.filters.sobel_v(image)``).
 
 :func:`laplace` uses the 8-neighbour kernel ``[[1, 1, 1], [1, -8, 1], [1, 1, 1]]`` (symmetric, so
 correlation and convolution agree); in 3D its 26-neighbour analogue (all ones, -26 in the centre).
@@ -28,6 +32,7 @@ correlation and convolution agree); in 3D its 26-neighbour analogue (all ones, -
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -53,10 +58,6 @@ REGION_MODES = ("fill", "watershed")
 MARKERS = ("threshold", "local_minima")
 #: Border modes (as scipy.ndimage names them).
 BORDER_MODES = ("reflect", "constant", "nearest", "mirror", "wrap")
-
-_H = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float32)
-_V = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
-_LAPLACE8 = np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], dtype=np.float32)
 
 
 def _fill(v) -> bool:
@@ -230,29 +231,144 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _float32(image: Any, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
-    """``image`` as float32 with every NaN/inf replaced by its nearest finite pixel's value.
+def _finite(image: Any, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` as a numpy array (its own dtype) with every NaN/inf replaced by its nearest
+    finite pixel's value (then float32); and the mask of the replaced pixels (None if none was).
 
-    Returns the array and the mask of the pixels that were not finite (None if all were).
-    A nearest-neighbour fill (rather than a constant) makes no false edge around a NaN region.
+    The filters read the result strip by strip and convert each strip to float32 on the fly, so an
+    integer or finite float image is never copied whole. A value that float32 cannot hold (beyond
+    about 3.4e38) counts as infinite. A nearest-neighbour fill (rather than a constant) makes no
+    false edge around a NaN region.
     """
-    image = check_image(image, name=name)
-    x = np.asarray(image, dtype=np.float32)
-    if np.dtype(image.dtype).kind == "f":
-        finite = np.isfinite(x)
-        if not finite.all():
-            if not finite.any():
-                raise ValueError(f"{name} has no finite value (all NaN or infinite)")
-            bad = ~finite
-            idx = ndi.distance_transform_edt(bad, return_distances=False, return_indices=True)
-            x = x[tuple(idx)]
-            return x, bad
-    return x, None
+    image = np.asarray(check_image(image, name=name))
+    if image.dtype.kind != "f" or _all_finite32(image):
+        return image, None
+    with np.errstate(over="ignore"):
+        x = np.asarray(image, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.all():
+        raise ValueError(f"{name} has no finite value (all NaN or infinite)")
+    idx = ndi.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    return x[tuple(idx)], bad
+
+
+def _all_finite32(x: np.ndarray) -> bool:
+    """Whether every value of float ``x`` is finite in float32, checked in bounded chunks."""
+    step = max(1, _STRIP_BYTES // max(1, x[:1].size * x.itemsize))
+    for r0 in range(0, x.shape[0], step):
+        chunk = x[r0 : r0 + step]
+        if chunk.dtype != np.float32:
+            with np.errstate(over="ignore"):  # beyond float32: inf, caught below
+                chunk = chunk.astype(np.float32)
+        if not np.isfinite(chunk).all():
+            return False
+    return True
+
+
+def _float32(image: Any, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_finite`, as a float32 array."""
+    x, bad = _finite(image, name)
+    return np.asarray(x, dtype=np.float32), bad
+
+
+# ---- separable 3-tap filters, strip by strip ----------------------------------------------------
+# Axis 0 is done with whole-row numpy arithmetic on a strip of rows that carries one halo row on
+# each side (built as ``mode`` extends the image), every other axis with ``ndi.correlate1d``. A
+# strip is small enough for its few float32 buffers to stay in the CPU cache; scipy's correlate1d
+# along axis 0 of a C-ordered array walks memory with a large stride and is several times slower.
+#: Bytes of one float32 strip buffer.
+_STRIP_BYTES = 1 << 19
+_SMOOTH = np.array([1.0, 2.0, 1.0])
+_DERIV = np.array([-1.0, 0.0, 1.0])
+_ONES = np.array([1.0, 1.0, 1.0])
+
+
+def _border_row(i: int, n: int, mode: str) -> int | None:
+    """Which row ``mode`` repeats at row ``i`` (-1 or ``n``) outside ``n`` rows; None: cval."""
+    if mode == "constant":
+        return None
+    if i < 0:
+        return {"reflect": 0, "nearest": 0, "mirror": min(1, n - 1), "wrap": n - 1}[mode]
+    return {"reflect": n - 1, "nearest": n - 1, "mirror": max(n - 2, 0), "wrap": 0}[mode]
+
+
+def _strips(x: np.ndarray, mode: str, cval: float) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(r0, r1, p)``: rows ``r0 - 1 .. r1`` of ``x`` in float32 (one reused buffer)."""
+    n = x.shape[0]
+    step = max(1, _STRIP_BYTES // (4 * max(1, x[:1].size)))
+    buf = np.empty((min(step, n) + 2,) + x.shape[1:], dtype=np.float32)
+    for r0 in range(0, n, step):
+        r1 = min(r0 + step, n)
+        p = buf[: r1 - r0 + 2]
+        p[1:-1] = x[r0:r1]
+        for dst, i in ((0, r0 - 1), (-1, r1)):
+            j = i if 0 <= i < n else _border_row(i, n, mode)
+            p[dst] = cval if j is None else x[j]
+        yield r0, r1, p
+
+
+def _pass_other_axes(
+    p: np.ndarray, weights: list[np.ndarray], q: np.ndarray, mode: str, cval: float
+) -> np.ndarray:
+    """Correlate ``p`` with ``weights[ax]`` along every axis ``ax >= 1`` (last first) into ``q``.
+
+    For ``mode='constant'`` a later pass sees the earlier passes applied to the constant: its cval
+    is ``cval`` times the sums of their weights (0 after a derivative).
+    """
+    src, c = p, cval
+    for ax in range(p.ndim - 1, 0, -1):
+        ndi.correlate1d(src, weights[ax], axis=ax, output=q, mode=mode, cval=c)
+        src, c = q, c * float(weights[ax].sum())
+    return q
+
+
+def _sobel_into(x: np.ndarray, axes: tuple[int, ...], mode: str, cval: float, out: np.ndarray):
+    """Sobel derivative of ``x`` along ``axes[0]`` into float32 ``out`` or, for several axes, the
+    magnitude ``sqrt(sum of their squares)``. ``x``: any real dtype, finite."""
+    qbuf = gbuf = None
+    for r0, r1, p in _strips(x, mode, cval):
+        if qbuf is None:
+            qbuf, gbuf = np.empty_like(p), np.empty_like(p[2:])
+        q, o = qbuf[: len(p)], out[r0:r1]
+        for k, axis in enumerate(axes):
+            weights = [_DERIV if ax == axis else _SMOOTH for ax in range(x.ndim)]
+            _pass_other_axes(p, weights, q, mode, cval)
+            g = o if k == 0 else gbuf[: r1 - r0]
+            if axis == 0:
+                np.subtract(q[2:], q[:-2], out=g)
+            else:
+                np.add(q[:-2], q[2:], out=g)
+                g += q[1:-1]
+                g += q[1:-1]
+            if len(axes) > 1:
+                np.multiply(g, g, out=g)
+                if k:
+                    o += g
+        if len(axes) > 1:
+            np.sqrt(o, out=o)
+    return out
+
+
+def _laplace_into(x: np.ndarray, mode: str, cval: float, out: np.ndarray) -> np.ndarray:
+    """Sum of the 3x3(x3) neighbourhood minus 3**ndim times the centre, into float32 ``out``."""
+    qbuf = gbuf = None
+    centre = np.float32(3**x.ndim)
+    for r0, r1, p in _strips(x, mode, cval):
+        if qbuf is None:
+            qbuf, gbuf = np.empty_like(p), np.empty_like(p[2:])
+        q, o, g = qbuf[: len(p)], out[r0:r1], gbuf[: r1 - r0]
+        _pass_other_axes(p, [_ONES] * x.ndim, q, mode, cval)
+        np.add(q[:-2], q[2:], out=o)
+        o += q[1:-1]
+        np.multiply(p[1:-1], centre, out=g)
+        o -= g
+    return out
 
 
 def _smooth(x: np.ndarray, sigma: float, mode: str, cval: float) -> np.ndarray:
+    """Gaussian smoothing of ``x`` (any real dtype) into float32 (sigma 0: ``x`` as float32)."""
     if sigma == 0:
-        return x
+        return np.asarray(x, dtype=np.float32)
     return ndi.gaussian_filter(x, sigma, mode=mode, cval=cval, output=np.float32)
 
 
@@ -263,7 +379,8 @@ def sobel(image: Any, axis: int = -1, *, mode: str = "reflect", cval: float = 0.
     The derivative kernel ``[-1, 0, 1]`` is correlated along ``axis`` and the smoothing kernel
     ``[1, 2, 1]`` along every other axis (``scipy.ndimage.sobel``'s convention): positive where the
     intensity increases along ``axis``. A 2D image gets the classic 3x3 kernels, a 3D volume the
-    3x3x3 Sobel. Not normalised (the 2D kernels sum to 8 in absolute value).
+    3x3x3 Sobel. Not normalised (the 2D kernels sum to 8 in absolute value; scikit-image's
+    ``sobel(image, axis=axis)`` is this divided by 4 in 2D, 16 in 3D).
 
     Parameters
     ----------
@@ -287,25 +404,11 @@ def sobel(image: Any, axis: int = -1, *, mode: str = "reflect", cval: float = 0.
     array([ 0., 36., 36.], dtype=float32)
     """
     _check_mode(mode)
-    x, _ = _float32(image)
+    x, _ = _finite(image)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis={axis} is out of range for an image of {x.ndim} dimensions")
-    return _sobel(x, axis, mode, cval)
-
-
-def _sobel(x: np.ndarray, axis: int, mode: str, cval: float, out: np.ndarray | None = None):
-    """Separable Sobel of float32 ``x``; exact for ``mode='constant'`` with any ``cval``.
-
-    (``scipy.ndimage.sobel`` pads its smoothing passes with ``cval`` too; the true 2D correlation
-    of a ``cval``-padded image has 0 there, since the derivative of a constant is 0.)
-    """
-    out = np.empty(x.shape, dtype=np.float32) if out is None else out
-    axis = axis % x.ndim
-    ndi.correlate1d(x, [-1.0, 0.0, 1.0], axis=axis, output=out, mode=mode, cval=cval)
-    for other in range(x.ndim):
-        if other != axis:
-            ndi.correlate1d(out, [1.0, 2.0, 1.0], axis=other, output=out, mode=mode, cval=0.0)
-    return out
+    out = np.empty(x.shape, dtype=np.float32)
+    return _sobel_into(x, (axis % x.ndim,), mode, cval, out)
 
 
 def _check_2d(image: Any, name: str) -> None:
@@ -317,30 +420,32 @@ def _check_2d(image: Any, name: str) -> None:
 
 
 def sobel_h(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarray:
-    """Horizontal edges: the 2D kernel ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``, correlated.
+    """Horizontal edges, with scikit-image's sign: positive where the row below is brighter.
 
-    ``out[i, j] = (image[i-1, j-1] + 2 image[i-1, j] + image[i-1, j+1])
-    - (image[i+1, j-1] + 2 image[i+1, j] + image[i+1, j+1])``: positive where the row above is
-    brighter. Equals ``-sobel(image, axis=0)``.
+    The kernel ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]`` of ``skimage.filters.sobel_h`` applied as a
+    convolution (flipped), that is the correlation ``out[i, j] = (image[i+1, j-1] + 2 image[i+1, j]
+    + image[i+1, j+1]) - (image[i-1, j-1] + 2 image[i-1, j] + image[i-1, j+1])``. Equals
+    ``sobel(image, axis=0)``, ``scipy.ndimage.sobel(image, axis=0)`` and
+    ``4 * skimage.filters.sobel_h(image)`` (not normalised). 2D only.
 
     Examples
     --------
-    >>> img = np.array([[4, 4, 4], [4, 4, 4], [0, 0, 0]], np.uint8)
+    >>> img = np.array([[0, 0, 0], [4, 4, 4], [4, 4, 4]], np.uint8)
     >>> sobel_h(img)[1]
     array([16., 16., 16.], dtype=float32)
     """
     _check_2d(image, "sobel_h")
-    out = sobel(image, axis=0, mode=mode, cval=cval)
-    np.negative(out, out=out)
-    return out
+    return sobel(image, axis=0, mode=mode, cval=cval)
 
 
 def sobel_v(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarray:
-    """Vertical edges: the 2D kernel ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``, correlated.
+    """Vertical edges, with scikit-image's sign: positive where the column on the right is brighter.
 
-    ``out[i, j] = (image[i-1, j+1] + 2 image[i, j+1] + image[i+1, j+1])
-    - (image[i-1, j-1] + 2 image[i, j-1] + image[i+1, j-1])``: positive where the column on the
-    right is brighter. Equals ``sobel(image, axis=1)``.
+    The kernel ``[[1, 0, -1], [2, 0, -2], [1, 0, -1]]`` of ``skimage.filters.sobel_v`` applied as a
+    convolution, that is the correlation ``out[i, j] = (image[i-1, j+1] + 2 image[i, j+1]
+    + image[i+1, j+1]) - (image[i-1, j-1] + 2 image[i, j-1] + image[i+1, j-1])``. Equals
+    ``sobel(image, axis=1)``, ``scipy.ndimage.sobel(image, axis=1)`` and
+    ``4 * skimage.filters.sobel_v(image)`` (not normalised). 2D only.
 
     Examples
     --------
@@ -357,7 +462,8 @@ def sobel_magnitude(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> 
 
     In 2D this is ``hypot(sobel_h, sobel_v)`` (``4 * sqrt(2) * skimage.filters.sobel(image)``,
     which divides by 4 and averages the squares); a 3D volume uses the 3D Sobel along all 3 axes.
-    Memory: the float32 input plus two float32 arrays.
+    Computed strip by strip: memory is the float32 output plus a few small buffers, whatever the
+    input's dtype.
 
     Examples
     --------
@@ -366,18 +472,9 @@ def sobel_magnitude(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> 
     4.0
     """
     _check_mode(mode)
-    x, _ = _float32(image)
+    x, _ = _finite(image)
     out = np.empty(x.shape, dtype=np.float32)
-    tmp = np.empty(x.shape, dtype=np.float32)
-    for axis in range(x.ndim):
-        _sobel(x, axis, mode, cval, out=tmp if axis else out)
-        if axis:
-            np.multiply(tmp, tmp, out=tmp)
-            out += tmp
-        else:
-            np.multiply(out, out, out=out)
-    np.sqrt(out, out=out)
-    return out
+    return _sobel_into(x, tuple(range(x.ndim)), mode, cval, out)
 
 
 def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarray:
@@ -385,7 +482,7 @@ def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarr
 
     ``out = (sum of the 3x3 neighbourhood) - 9 * image``: the sum of the 8 neighbours minus 8 times
     the centre. A 3D volume uses the 26-neighbour analogue (3x3x3 sum - 27 * image). The kernel is
-    symmetric, so correlation and convolution agree. Computed as separable box sums.
+    symmetric, so correlation and convolution agree. Computed as separable box sums, strip by strip.
 
     Examples
     --------
@@ -396,15 +493,9 @@ def laplace(image: Any, *, mode: str = "reflect", cval: float = 0.0) -> np.ndarr
            [ 1.,  1.,  1.]], dtype=float32)
     """
     _check_mode(mode)
-    x, _ = _float32(image)
+    x, _ = _finite(image)
     out = np.empty(x.shape, dtype=np.float32)
-    ones = np.ones(3, dtype=np.float32)
-    ndi.correlate1d(x, ones, axis=0, output=out, mode=mode, cval=cval)
-    for axis in range(1, x.ndim):
-        # outside the image, a partial box sum of cval-padding holds 3**axis times cval
-        ndi.correlate1d(out, ones, axis=axis, output=out, mode=mode, cval=cval * 3**axis)
-    out -= np.float32(3**x.ndim) * x
-    return out
+    return _laplace_into(x, mode, cval, out)
 
 
 def _check_canny(sigma: float, low: float, high: float, use_quantiles: bool) -> None:
@@ -496,59 +587,276 @@ def _fill_regions(edges: np.ndarray, closing: int, slicewise: bool) -> np.ndarra
         structure = ndi.generate_binary_structure(edges.ndim, 1)
         # OR with the edges: closing's erosion would otherwise drop edge pixels on the border
         edges = edges | ndi.binary_closing(edges, structure, iterations=closing)
-    return ndi.binary_fill_holes(edges)
+    return _fill_holes(edges)  # in place: the callers' edges are their own temporaries
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)``, in place, by labelling the background.
+
+    A hole is a background region (face-connected, as scipy's default structure) that does not
+    touch the image border. One labelling pass instead of scipy's iterated propagation.
+    """
+    background = ~mask
+    lab, n = ndi.label(background)
+    del background
+    if n == 0:
+        return mask
+    hole = np.ones(n + 1, dtype=bool)
+    hole[0] = False
+    for axis in range(mask.ndim):  # a region on any face of the image is not a hole
+        for end in (0, -1):
+            hole[np.take(lab, end, axis=axis)] = False
+    if hole.any():
+        mask |= hole[lab]
+    return mask
 
 
 def _foreground(x: np.ndarray, dark: bool) -> np.ndarray:
+    """Otsu's foreground of ``x``, holes not filled yet (free ``x`` first, then fill them)."""
     t = threshold_value(x, "otsu")
-    fg = x <= t if dark else x > t
-    return ndi.binary_fill_holes(fg)
+    return x <= t if dark else x > t
+
+
+def _dilate(mask: np.ndarray, radius: int, *, square: bool = True) -> np.ndarray:
+    """Binary dilation by a cube of ``2 * radius + 1`` (``square``) or by the face-neighbour cross
+    (radius 1), with nothing outside the image; shifted ORs of whole slices."""
+
+    def sl(axis, start, stop):
+        return (slice(None),) * axis + (slice(start, stop),)
+
+    out = mask.copy()
+    src = mask
+    for axis in range(mask.ndim):
+        if square:
+            src = out.copy()
+        for k in range(1, radius + 1):
+            if k < mask.shape[axis]:
+                out[sl(axis, k, None)] |= src[sl(axis, None, -k)]
+                out[sl(axis, None, -k)] |= src[sl(axis, k, None)]
+    return out
+
+
+#: Most pixels per group of objects: markers and flooding are computed group by group, in the rows
+#: that the group's bounding boxes span, which bounds the temporaries. Markers: larger groups
+#: (fewer rows shared by two groups' distance transforms); flooding: smaller (a smaller heap).
+_MARKER_PIXELS = 1 << 19
+_FLOOD_PIXELS = 1 << 17
+
+
+def _boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes of labels 1..N (all present) as ``(starts, stops)`` arrays of shape (N, ndim)."""
+    objs = ndi.find_objects(labels)
+    starts = np.array([[s.start for s in o] for o in objs], dtype=np.intp)
+    stops = np.array([[s.stop for s in o] for o in objs], dtype=np.intp)
+    return starts.reshape(-1, labels.ndim), stops.reshape(-1, labels.ndim)
+
+
+def _groups(starts: np.ndarray, stops: np.ndarray, shape: tuple[int, ...], halo: int, pixels: int):
+    """Split labels 1..N, numbered in raster order (so by first row), into groups of consecutive
+    labels whose first rows fall in one strip; yield ``(i0, i1, r0, r1)``: labels ``i0 + 1 ..
+    i1`` and the rows ``r0 .. r1 - 1`` that hold their boxes plus ``halo`` rows each side."""
+    # at most a 16th of the image a group, so that the temporaries stay small next to it
+    n_pixels = int(np.prod(shape))
+    step = max(1, min(pixels, n_pixels // 16) // max(1, n_pixels // shape[0]))
+    first = starts[:, 0]
+    i0 = 0
+    while i0 < len(first):
+        i1 = int(np.searchsorted(first, (first[i0] // step + 1) * step, side="left"))
+        r0 = max(int(first[i0]) - halo, 0)
+        r1 = min(int(stops[i0:i1, 0].max()) + halo, shape[0])
+        yield i0, i1, r0, r1
+        i0 = i1
+
+
+def _label_peaks(
+    score: np.ndarray,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    stops: np.ndarray,
+    min_distance: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``skimage.feature.peak_local_max(score, min_distance, labels=labels,
+    exclude_border=False)`` for the labels ``ids`` only (bounding boxes ``starts``/``stops``),
+    vectorised over labels instead of one Python iteration each.
+
+    ``threshold`` is the minimum of the *whole* score (what peak_local_max uses). Returns the
+    peak coordinates (P, ndim) and their labels, in scikit-image's order: by label, then by
+    decreasing score, ties in raster order. Every step is scikit-image's, on a stack of crops of
+    equal size (one per label; other labels and the padding at -inf): the maximum filter of size
+    ``2 * min_distance + 1`` (a crop's padding never wins, as 'nearest' at the box edge), the
+    "flat object: its isolated pixels" rule, the threshold, then the greedy spacing.
+    """
+    nd = score.ndim
+    bg = np.finfo(score.dtype).min
+    size = (1,) + (2 * min_distance + 1,) * nd
+    cross = np.zeros((3,) * (nd + 1), dtype=bool)
+    cross[1] = ndi.generate_binary_structure(nd, 1)  # no link between crops
+    # crops in a few sizes: each box rounded up to a power of two per axis
+    bucket = 1 << np.ceil(np.log2(np.maximum(stops - starts, 1))).astype(np.intp)
+    keys, which = np.unique(bucket, axis=0, return_inverse=True)
+    coords, values, labs = [], [], []
+    for b, dims in enumerate(keys):
+        sel = np.flatnonzero(which.ravel() == b)
+        k = len(sel)
+        index, inside = [], np.ones((k,) + (1,) * nd, dtype=bool)
+        for axis in range(nd):
+            g = starts[sel, axis][:, None] + np.arange(dims[axis])
+            shape = [k] + [1] * nd
+            shape[axis + 1] = int(dims[axis])
+            inside = inside & (g < score.shape[axis]).reshape(shape)
+            index.append(np.minimum(g, score.shape[axis] - 1).reshape(shape))
+        index = tuple(index)
+        valid = (labels[index] == ids[sel].reshape((k,) + (1,) * nd)) & inside
+        s = score[index]
+        s[~valid] = bg
+        peak = s == ndi.maximum_filter(s, size=size, mode="nearest")
+        trivial = ~(valid & ~peak).reshape(k, -1).any(axis=1)
+        if trivial.any():
+            v = valid[trivial]
+            peak[trivial] = v & ~ndi.binary_opening(v, cross)
+        peak &= s > threshold
+        nz = np.nonzero(peak)
+        coords.append(starts[sel][nz[0]] + np.stack(nz[1:], axis=1))
+        values.append(s[nz])
+        labs.append(ids[sel][nz[0]])
+    if not coords:
+        return np.empty((0, nd), dtype=np.intp), np.empty(0, dtype=ids.dtype)
+    coords = np.concatenate(coords)
+    values = np.concatenate(values)
+    labs = np.concatenate(labs)
+    order = np.lexsort((np.ravel_multi_index(tuple(coords.T), score.shape), -values, labs))
+    coords, labs = coords[order], labs[order]
+    if min_distance > 1 and len(coords) > 1:
+        from scipy.spatial import cKDTree
+
+        # peaks of one label closer than min_distance (Chebyshev; integers: <= min_distance - 1)
+        pairs = cKDTree(coords).query_pairs(min_distance - 1, p=np.inf, output_type="ndarray")
+        pairs = pairs[labs[pairs[:, 0]] == labs[pairs[:, 1]]]
+        if len(pairs):
+            pairs = np.sort(pairs, axis=1)
+            pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+            keep = np.ones(len(coords), dtype=bool)
+            firsts, bounds = np.unique(pairs[:, 0], return_index=True)
+            bounds = np.append(bounds, len(pairs))
+            for i, lo, hi in zip(firsts, bounds[:-1], bounds[1:], strict=True):
+                if keep[i]:  # a kept peak removes the later, lower peaks near it
+                    keep[pairs[lo:hi, 1]] = False
+            coords, labs = coords[keep], labs[keep]
+    return coords, labs
 
 
 def _markers(
-    x: np.ndarray, elevation: np.ndarray, fg: np.ndarray, markers: str, min_distance: int
-) -> np.ndarray:
-    """Object markers 1..N inside ``fg`` and a background marker N+1 well outside it."""
-    from skimage.feature import peak_local_max
+    emap: np.ndarray, fg: np.ndarray, markers: str, min_distance: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Object markers inside ``fg``: raster indices (sorted) and their IDs 1..N.
 
+    'threshold': one marker per peak of the distance transform of each foreground component
+    (``peak_local_max(edt, min_distance, labels=components)``), in scikit-image's order, then the
+    centre of each component without a peak. The distance transform and the peaks are computed
+    group by group (rows of a few components), which gives the whole image's values: a
+    component's nearest background pixel always lies within one pixel of its bounding box.
+    'local_minima': the flat local minima of ``emap`` that hold a peak of ``max - emap``.
+    """
     comps, n_comps = ndi.label(fg)
     if n_comps == 0:
-        return np.zeros(x.shape, dtype=np.int32)
-    if markers == "threshold":
-        # one seed per distance-transform peak: touching objects joined by a neck get two
-        score = ndi.distance_transform_edt(fg).astype(np.float32)
-    else:  # local minima of the (smoothed) gradient, inside the foreground
-        score = elevation.max() - elevation
-    peaks = peak_local_max(score, min_distance=min_distance, labels=comps, exclude_border=False)
-    out = np.zeros(x.shape, dtype=np.int32)
-    out[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    if markers == "local_minima" and len(peaks):
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int32)
+    starts, stops = _boxes(comps)
+    if markers == "local_minima":
+        score_all = emap.max() - emap
+    # peak_local_max's threshold: the minimum of the whole score (0 where there is background)
+    threshold = 0.0 if markers == "local_minima" or not fg.all() else None
+    peaks, missing = [], []
+    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, 1, _MARKER_PIXELS):
+        if markers == "threshold":
+            score = ndi.distance_transform_edt(fg[r0:r1]).astype(np.float32)
+        else:
+            score = score_all[r0:r1]
+        t = float(score.min()) if threshold is None else threshold
+        ids = np.arange(i0 + 1, i1 + 1, dtype=np.int32)
+        shift = np.zeros(fg.ndim, dtype=np.intp)
+        shift[0] = r0
+        region = comps[r0:r1]
+        pk, labs = _label_peaks(
+            score, region, ids, starts[i0:i1] - shift, stops[i0:i1] - shift, min_distance, t
+        )
+        peaks.append(pk + shift)
+        if markers == "threshold":
+            lost = np.setdiff1d(ids, labs)
+            if lost.size:  # a component without a peak gets its centre
+                centres = ndi.maximum_position(score, region, lost)
+                missing.append(np.array(centres, dtype=np.intp).reshape(-1, fg.ndim) + shift)
+    peaks = np.concatenate(peaks)
+    if markers == "local_minima":
         # a flat minimum (a plateau of zero gradient) is one seed, not one every min_distance
-        plateau = (score == ndi.maximum_filter(score, size=3)) & fg
+        plateau = (score_all == ndi.maximum_filter(score_all, size=3)) & fg
+        del score_all
         flats, _ = ndi.label(plateau, ndi.generate_binary_structure(fg.ndim, fg.ndim))
+        del plateau
         seeds = np.unique(flats[tuple(peaks.T)])
         seeds = seeds[seeds > 0]
         lut = np.zeros(int(flats.max()) + 1, dtype=np.int32)
         lut[seeds] = np.arange(1, len(seeds) + 1, dtype=np.int32)
-        out = lut[flats]
-        peaks = np.argwhere(out)  # every seeded pixel, for the component check below
-    # every foreground component gets at least one marker (a flat one may have no strict peak)
-    missing = np.setdiff1d(np.arange(1, n_comps + 1), comps[tuple(peaks.T)])
-    if missing.size:
-        centres = ndi.maximum_position(score, comps, missing)
-        n = int(out.max())
-        for k, pos in enumerate(centres):
-            out[tuple(int(p) for p in pos)] = n + k + 1
-    n_obj = int(out.max())
-    structure = ndi.generate_binary_structure(fg.ndim, fg.ndim)
-    background = ~ndi.binary_dilation(fg, structure, iterations=2)
-    out[background] = n_obj + 1
-    return out
+        seeded = np.flatnonzero(lut[flats])
+        ids = lut[flats.ravel()[seeded]]
+        del flats
+        lost = np.setdiff1d(np.arange(1, n_comps + 1), comps.ravel()[seeded])
+        if lost.size:
+            # the score of the lost components only: max - emap inside them
+            centres = ndi.maximum_position(emap.max() - emap, comps, lost)
+            extra = np.ravel_multi_index(np.array(centres, dtype=np.intp).T, fg.shape)
+            seeded = np.concatenate([seeded, extra])
+            ids = np.concatenate([ids, np.arange(len(seeds) + 1, len(seeds) + 1 + lost.size)])
+    else:
+        points = np.concatenate([peaks] + missing)
+        seeded = np.ravel_multi_index(tuple(points.T), fg.shape)
+        ids = np.arange(1, len(points) + 1, dtype=np.int32)
+    order = np.argsort(seeded, kind="stable")
+    return seeded[order], ids[order].astype(np.int32)
+
+
+def _flood(emap: np.ndarray, fg: np.ndarray, seeded: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Watershed of ``emap`` from the object markers and a background marker (every pixel more
+    than two pixels from ``fg``), background set to 0; group by group of basins.
+
+    A basin (a face-connected region of non-background-marker pixels) floods independently of
+    the others, from its own markers and the background-marker pixels that touch it; so each
+    group of basins is flooded alone, with a mask, in the rows it spans. Equal to one
+    ``skimage.segmentation.watershed(emap, markers)`` of the whole image up to the order in
+    which it breaks exact ties between markers (its heap pops all markers with the same key).
+    """
+    from skimage.segmentation import watershed
+
+    background_id = int(ids.max()) + 1
+    labels = np.empty(fg.shape, dtype=np.int32)
+    basins = _dilate(fg, 2)
+    ndi.label(basins, output=labels)
+    del basins
+    starts, stops = _boxes(labels)
+    np.negative(labels, out=labels)  # basins are -1..-n until flooded; background 0
+    for i0, i1, r0, r1 in _groups(starts, stops, fg.shape, 1, _FLOOD_PIXELS):
+        region = labels[r0:r1]
+        inside = (region <= -(i0 + 1)) & (region >= -i1)
+        ring = _dilate(inside, 1, square=False)
+        ring &= region == 0
+        lo, hi = np.searchsorted(seeded, [r0 * region[0].size, r1 * region[0].size])
+        local = np.unravel_index(seeded[lo:hi] - r0 * region[0].size, region.shape)
+        mine = inside[local]
+        mk = np.zeros(region.shape, dtype=np.int32)
+        mk[ring] = background_id
+        mk[tuple(a[mine] for a in local)] = ids[lo:hi][mine]
+        ring |= inside
+        out = watershed(emap[r0:r1], mk, mask=ring)
+        region[inside] = out[inside]
+    labels[labels == background_id] = 0
+    return labels
 
 
 def _segment_block(
     block: np.ndarray,
     *,
+    emap_out: np.ndarray,
     filter: str,
     region_mode: str,
     sigma: float,
@@ -563,22 +871,21 @@ def _segment_block(
     min_size: int,
     mode: str,
     cval: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and edge map of one 2D plane or 3D volume."""
-    x, bad = _float32(block)
+) -> np.ndarray:
+    """Labels of one 2D plane or 3D volume; its edge map is written into ``emap_out``."""
+    x, bad = _finite(block)
     if region_mode == "watershed":
-        from skimage.segmentation import watershed
-
         smooth = _smooth(x, sigma, mode, cval)
-        emap = sobel_magnitude(smooth, mode=mode, cval=cval)
+        del x
+        _sobel_into(smooth, tuple(range(smooth.ndim)), mode, cval, emap_out)
         fg = _foreground(smooth, dark)
-        mk = _markers(smooth, emap, fg, markers, min_distance)
-        n_obj = int(mk.max()) - 1 if (mk > 0).any() else 0
-        if n_obj <= 0:
-            labels = np.zeros(x.shape, dtype=np.int32)
+        del smooth
+        _fill_holes(fg)
+        seeded, ids = _markers(emap_out, fg, markers, min_distance)
+        if len(ids) == 0:
+            labels = np.zeros(fg.shape, dtype=np.int32)
         else:
-            labels = watershed(emap, mk).astype(np.int32, copy=False)
-            labels[labels == n_obj + 1] = 0
+            labels = _flood(emap_out, fg, seeded, ids)
             remove_small(labels, min_size)  # renumbers the kept regions 1..N
     else:
         if filter == "canny":
@@ -591,24 +898,26 @@ def _segment_block(
                 mode=mode,
                 cval=cval,
             )
-            emap = edges.view(np.uint8)
+            emap_out[...] = edges
         else:
             smooth = _smooth(x, sigma, mode, cval)
-            emap = (
-                sobel_magnitude(smooth, mode=mode, cval=cval)
-                if filter == "sobel"
-                else laplace(smooth, mode=mode, cval=cval)
-            )
-            strength = np.abs(emap) if filter == "laplace" else emap
+            if filter == "sobel":
+                _sobel_into(smooth, tuple(range(smooth.ndim)), mode, cval, emap_out)
+            else:
+                _laplace_into(smooth, mode, cval, emap_out)
+            del smooth
+            strength = np.abs(emap_out) if filter == "laplace" else emap_out
             t = threshold_value(strength, "otsu") if edge_threshold is None else edge_threshold
             edges = strength > t
+            del strength
         filled = _fill_regions(edges, closing, slicewise=filter == "canny")
+        del edges
         labels = label_objects(filled, connectivity=1, min_size=min_size)
     if bad is not None:
         labels[bad] = 0
         if min_size:
             remove_small(labels, min_size)
-    return labels, emap
+    return labels
 
 
 def _check_params(
@@ -704,8 +1013,9 @@ def edge_segment_with_map(
     emap = np.empty(grey.shape, dtype=map_dtype)
 
     def one(block: np.ndarray, index: tuple) -> np.ndarray:
-        labels, block_map = _segment_block(
+        return _segment_block(
             block,
+            emap_out=emap[index],
             filter=filter,
             region_mode=region_mode,
             sigma=sigma,
@@ -721,8 +1031,6 @@ def edge_segment_with_map(
             mode=mode,
             cval=cval,
         )
-        emap[index] = block_map
-        return labels
 
     labels = apply_blockwise(
         one,
@@ -856,8 +1164,11 @@ def edge_map(
         )
     sn = spatial_ndim_for(grey.ndim, spatial_ndim)
     out = np.empty(grey.shape, dtype=np.float32)
-    func = sobel_magnitude if filter == "sobel" else laplace
     for idx in iter_blocks(tuple(grey.shape), sn):
-        x, _ = _float32(grey[idx])
-        out[idx] = func(_smooth(x, sigma, mode, cval), mode=mode, cval=cval)
+        x, _ = _finite(grey[idx])
+        x = _smooth(x, sigma, mode, cval) if sigma else x
+        if filter == "sobel":
+            _sobel_into(x, tuple(range(x.ndim)), mode, cval, out[idx])
+        else:
+            _laplace_into(x, mode, cval, out[idx])
     return out

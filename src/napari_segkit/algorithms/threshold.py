@@ -19,7 +19,16 @@ from .image import (
     finite_values,
     to_grey,
 )
-from .objects import classes_to_objects, label_objects
+from .objects import (
+    _structure,
+    classes_to_objects,
+    label_objects,
+    label_rows,
+    n_threads,
+    remove_small,
+    run_threads,
+)
+from .objects import split_touching as split_touching_objects
 
 #: Global methods: one threshold for the whole plane/volume.
 GLOBAL_METHODS = ("mean", "otsu", "li", "yen", "triangle", "isodata", "manual")
@@ -37,8 +46,9 @@ def histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray, np.ndarr
     """Histogram of the finite values of ``image``, as scikit-image computes it, in bounded memory.
 
     Integer images get one bin per integer value (as ``skimage.exposure.histogram`` does for them);
-    float images ``nbins`` equal bins between their finite minimum and maximum. The image is read in
-    chunks, so no full-size temporary is made.
+    float images ``nbins`` equal bins between their finite minimum and maximum (the counts of
+    ``numpy.histogram`` with those float64 edges). The image is read in chunks, on several threads
+    for a large image, so no full-size temporary is made.
 
     Returns
     -------
@@ -49,26 +59,90 @@ def histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray, np.ndarr
     if kind == "b":
         flat = flat.view(np.uint8)
         kind = "u"
+    if flat.size == 0:
+        raise ValueError("image is empty")
+    starts = range(0, flat.size, _CHUNK)
+    threads = n_threads(flat.size)
+    parts = np.array_split(np.arange(len(starts)), threads)
+
+    def each(func, combine):  # combine(func(chunk) for every chunk), the chunks over the threads
+        def part(i):
+            acc = None
+            for j in parts[i]:
+                r = func(flat[starts[j] : starts[j] + _CHUNK])
+                acc = r if acc is None else combine(acc, r)
+            return acc
+
+        results = [r for r in run_threads(part, len(parts), threads) if r is not None]
+        out = results[0]
+        for r in results[1:]:
+            out = combine(out, r)
+        return out
+
+    if kind == "u" and flat.dtype.itemsize <= 2:
+        # one bin per value: bincount counts straight from the data, no min/max pass needed
+        width = 1 << (8 * flat.dtype.itemsize)
+        counts = each(lambda c: np.bincount(c, minlength=width), np.add)
+        nonzero = np.flatnonzero(counts)
+        lo, hi = int(nonzero[0]), int(nonzero[-1])
+        return counts[lo : hi + 1], np.arange(lo, hi + 1)
     if kind in "ui":
-        lo = int(flat.min())
-        hi = int(flat.max())
+        lo = int(each(np.min, min))
+        hi = int(each(np.max, max))
         if hi - lo < 2**24:
-            counts = np.zeros(hi - lo + 1, dtype=np.int64)
-            for start in range(0, flat.size, _CHUNK):
-                chunk = flat[start : start + _CHUNK]
-                chunk = chunk.astype(np.int64) - lo if lo or kind == "i" else chunk
-                counts += np.bincount(chunk, minlength=counts.size)
-            return counts, np.arange(lo, hi + 1)
-        flat = flat.astype(np.float64)  # an enormous integer range: fall back to float bins
-    finite = finite_values(flat)
-    lo, hi = float(finite.min()), float(finite.max())
-    counts = np.zeros(nbins, dtype=np.int64)
+
+            def count(c):
+                return np.bincount(c.astype(np.int64) - lo, minlength=hi - lo + 1)
+
+            return each(count, np.add), np.arange(lo, hi + 1)
+        # an enormous integer range: float bins
+    lo, hi, finite = each(
+        _finite_range, lambda a, b: (min(a[0], b[0]), max(a[1], b[1]), a[2] and b[2])
+    )
+    if lo > hi:
+        raise ValueError("image has no finite value (all NaN or infinite)")
     edges = (
         np.linspace(lo, hi, nbins + 1) if hi > lo else np.linspace(lo - 0.5, hi + 0.5, nbins + 1)
     )
-    for start in range(0, finite.size, _CHUNK):
-        counts += np.histogram(finite[start : start + _CHUNK], bins=edges)[0]
+    counts = each(lambda c: _bin_counts(c, edges, finite), np.add)
     return counts, (edges[:-1] + edges[1:]) / 2
+
+
+def _finite_range(chunk: np.ndarray) -> tuple[float, float, bool]:
+    """The smallest and largest finite value of ``chunk`` as floats ((inf, -inf) if none), and
+    whether all of its values are finite."""
+    lo, hi = chunk.min(), chunk.max()
+    if chunk.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf
+        chunk = chunk[np.isfinite(chunk)]
+        if chunk.size == 0:
+            return np.inf, -np.inf, False
+        return float(chunk.min()), float(chunk.max()), False
+    return float(lo), float(hi), True
+
+
+def _bin_counts(chunk: np.ndarray, edges: np.ndarray, finite: bool) -> np.ndarray:
+    """``numpy.histogram(chunk, bins=edges)[0]`` for equal-width float64 ``edges`` spanning the
+    finite values, non-finite values left out (``finite``: there are none), by arithmetic where
+    numpy sorts for explicit edges: a bin index from the width, then moved by one where the edges
+    themselves say so, so that a value on an edge falls as numpy puts it (``edges[i] <= x <
+    edges[i + 1]``, the last bin closed)."""
+    x = chunk.astype(np.float64)
+    if not finite:
+        x = x[np.isfinite(x)]
+    nbins = len(edges) - 1
+    with np.errstate(over="ignore"):
+        scale = nbins / (edges[-1] - edges[0])
+    if not np.isfinite(scale):  # a range of a few subnormal numbers
+        return np.histogram(x, bins=edges)[0]
+    t = x - edges[0]
+    t *= scale
+    idx = t.astype(np.intp)
+    del t
+    np.minimum(idx, nbins - 1, out=idx)  # x >= edges[0]: no index below 0
+    idx -= x < edges[idx]
+    upper = np.append(edges[1:-1], np.inf)  # the last bin takes its upper edge
+    idx += x >= upper[idx]
+    return np.bincount(idx, minlength=nbins)
 
 
 def threshold_value(
@@ -323,9 +397,46 @@ SPEC = register(
                 ),
                 when=_is("output", "objects"),
             ),
+            Param(
+                "split_touching",
+                bool,
+                True,
+                "Split touching round objects (nuclei) with a seeded watershed on the distance "
+                "transform, seeds spaced by the object diameter.",
+                label="split touching objects",
+                when=_is("output", "objects"),
+            ),
+            Param(
+                "diameter",
+                float,
+                None,
+                "Typical object diameter in pixels that spaces the seeds; auto: measured from the "
+                "mask.",
+                label="object diameter (px)",
+                optional=True,
+                min=2.0,
+                max=2000.0,
+                step=1.0,
+                when=lambda v: v.get("output") == "objects" and v.get("split_touching"),
+            ),
         ),
     )
 )
+
+
+def _label_above(
+    plane: np.ndarray, t: np.float64, dark: bool, connectivity: int, min_size: int
+) -> np.ndarray:
+    """``label_objects(plane > t)`` (``<=`` if ``dark``; NaN is background), the comparison made
+    strip by strip inside the labelling threads. ``t`` stays float64 so that the comparison is
+    made in float64, as ``_classes`` makes it."""
+    structure = _structure(plane.ndim, min(connectivity, plane.ndim))
+    labels = np.empty(plane.shape, dtype=np.int32)
+    compare = np.less_equal if dark else np.greater
+    label_rows(lambda r0, r1: compare(plane[r0:r1], t), structure, labels)
+    if min_size > 1:
+        remove_small(labels, min_size)
+    return labels
 
 
 def threshold_plane(
@@ -342,11 +453,16 @@ def threshold_plane(
     min_size: int = 0,
     fill_holes: bool = False,
     connectivity: int = 1,
+    split_touching: bool = True,
+    diameter: float | None = None,
 ) -> np.ndarray:
     """Threshold one 2D plane or 3D volume of one channel; see :func:`threshold_segment`."""
     plane = np.asarray(plane)
     if method in GLOBAL_METHODS:
         thresholds = np.array([threshold_value(plane, method, value=value)])
+        if output == "objects" and not fill_holes and not split_touching:
+            # compare and label strip by strip on threads: no full-size mask
+            return _label_above(plane, thresholds[0], dark, connectivity, min_size)
         mask = _classes(plane, thresholds, dark)
     elif method == "multiotsu":
         mask = _classes(plane, multilevel_thresholds(plane, classes=classes), dark)
@@ -372,15 +488,21 @@ def threshold_plane(
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
     connectivity = min(connectivity, plane.ndim)
     if mask.max(initial=0) <= 1:
-        return label_objects(
+        labels = label_objects(
             mask.view(bool) if mask.dtype == np.uint8 else mask > 0,
             connectivity=connectivity,
             min_size=min_size,
             fill_holes=fill_holes,
         )
-    return classes_to_objects(
-        mask, connectivity=connectivity, min_size=min_size, fill_holes=fill_holes
-    )
+    else:
+        labels = classes_to_objects(
+            mask, connectivity=connectivity, min_size=min_size, fill_holes=fill_holes
+        )
+    if split_touching and labels.max(initial=0) > 0:
+        labels = split_touching_objects(labels, diameter=diameter)
+        if min_size > 1:
+            remove_small(labels, min_size)
+    return labels
 
 
 @checked(SPEC)
@@ -398,6 +520,8 @@ def threshold_segment(
     min_size: int = 20,
     fill_holes: bool = True,
     connectivity: int = 1,
+    split_touching: bool = True,
+    diameter: float | None = None,
     spatial_ndim: int = 2,
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -436,6 +560,14 @@ def threshold_segment(
         'objects': fill holes inside objects.
     connectivity : {1, 2, 3}
         'objects': 1 joins face neighbours only; 2 also edge neighbours; 3 (or ``ndim``) all.
+    split_touching : bool
+        'objects': split touching round objects (nuclei) apart with a seeded watershed on the
+        distance transform of each object
+        (:func:`napari_segkit.algorithms.objects.split_touching`). False keeps one object per
+        connected region.
+    diameter : float, optional
+        'objects' with ``split_touching``: the typical object diameter in pixels, which spaces the
+        watershed seeds. None measures it from each plane's (volume's) mask.
     spatial_ndim : {2, 3}
         Threshold each 2D plane on its own (2) or each 3D volume as a whole (3).
         Object IDs are unique across the whole stack.
@@ -463,7 +595,15 @@ def threshold_segment(
     2
     >>> int(threshold_segment(img, method="manual", value=0.5, output="classes").sum())
     10
+    >>> yy, xx = np.mgrid[:40, :64]
+    >>> two = ((yy - 20) ** 2 + (xx - 20) ** 2 < 144) | ((yy - 20) ** 2 + (xx - 40) ** 2 < 144)
+    >>> int(threshold_segment(two * 1.0).max()), int(threshold_segment(two * 1.0, split_touching=False).max())
+    (2, 1)
     """
+    if diameter is not None:
+        from .size import check_diameter
+
+        check_diameter(diameter)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if output not in OUTPUTS:
@@ -490,6 +630,8 @@ def threshold_segment(
             min_size=min_size,
             fill_holes=fill_holes,
             connectivity=connectivity,
+            split_touching=split_touching,
+            diameter=diameter,
         )
 
     dtype = np.int32 if output == "objects" else np.uint8
