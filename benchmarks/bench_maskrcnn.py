@@ -50,8 +50,8 @@ def plain_model(model: mr.LoadedModel, size: int, score: float, cap: int):
     module = model.module
     module.transform.min_size = (size,)
     module.transform.max_size = size
-    module.transform.image_mean = list(model.normalisation["mean"])
-    module.transform.image_std = list(model.normalisation["std"])
+    module.transform.image_mean = list(model.normalization["mean"])
+    module.transform.image_std = list(model.normalization["std"])
     mr._configure(module, score, 0.5, cap)
     return module
 
@@ -171,7 +171,7 @@ def main(argv=None) -> None:
                     module,
                     "maskrcnn_resnet50_fpn",
                     ["bg", "object"],
-                    dict(mr.DEFAULT_NORMALISATION),
+                    dict(mr.DEFAULT_NORMALIZATION),
                     "random",
                 ),
                 dev,

@@ -31,7 +31,7 @@ from napari_segkit.models.normalize import normalization_range
 
 ARCH = "maskrcnn_resnet10_fpn_small"
 CLASS_NAMES = ["background", "nucleus"]
-NORMALISATION = {
+NORMALIZATION = {
     "percentiles": [1.0, 99.8],
     "uint8_rgb": "percentile",
     "mean": [0.0] * 3,
@@ -67,7 +67,7 @@ def make_sample(seed: int, size: int = CROP) -> tuple[np.ndarray, np.ndarray]:
 
 def to_target(img: np.ndarray, lab: np.ndarray, min_area: int = 6):
     """Normalised 3-channel tensor and the torchvision target of one sample."""
-    lo, scale = normalization_range(img[..., None], NORMALISATION)
+    lo, scale = normalization_range(img[..., None], NORMALIZATION)
     x = (img.astype(np.float32) - lo[0]) * scale[0]
     image = torch.from_numpy(np.repeat(x[None], 3, axis=0))
     ids = np.unique(lab)
@@ -229,7 +229,7 @@ def main(argv=None) -> None:
             args.output,
             architecture=ARCH,
             class_names=CLASS_NAMES,
-            normalisation=NORMALISATION,
+            normalization=NORMALIZATION,
             extra=extra,
             half=True,
         )

@@ -33,9 +33,13 @@ def hub(tmp_path):
     """An empty torch hub cache for the test (no weights cached: as on an offline machine)."""
     import torch
 
+    from napari_segkit.models.semantic import clear_semantic_cache
+
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
+    clear_semantic_cache()  # models loaded from another hub must not answer for this one
     yield tmp_path / "hub"
+    clear_semantic_cache()
     torch.hub.set_dir(old)
 
 

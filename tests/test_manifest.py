@@ -45,7 +45,9 @@ def test_command_ids_follow_the_convention(manifest):
     menus = manifest.contributions.menus
     menu_cmds = {item.command for item in menus["napari/layers/segment"]}
     menu_cmds |= {item.command for item in menus.get("napari/layers/measure", [])}
-    assert widget_cmds == menu_cmds
+    # Train makes models, not layers: a dock widget outside the layers menus
+    assert widget_cmds == menu_cmds | {"napari-segkit.make_train_widget"}
+    assert "napari-segkit.make_train_widget" not in menu_cmds
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,8 @@ def test_command_ids_follow_the_convention(manifest):
         # the widgets: Qt and napari, but torch only when a model runs
         (
             "napari_segkit.widgets.threshold, napari_segkit.widgets.edges, "
-            "napari_segkit.widgets.kmeans, napari_segkit.widgets.maskrcnn",
+            "napari_segkit.widgets.kmeans, napari_segkit.widgets.maskrcnn, "
+            "napari_segkit.widgets.train",
             ("torch", "torchvision"),
         ),
     ],

@@ -79,5 +79,7 @@ def make_tiny_unet(folder):
         class_names=["background", "nucleus"],
         object_diameter=TINY_DIAMETER,
         training={"steps": 60, "data": "synthetic_nuclei 64x64"},
+        # its distance channel was trained as is (the training engine trains it through a sigmoid)
+        outputs={**unet.INSTANCE_OUTPUTS, "distance_activation": "none"},
     )
     return path

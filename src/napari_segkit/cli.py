@@ -14,6 +14,7 @@ Examples::
     segkit threshold coins.png -o coins_labels.tif --method otsu --min-size 20
     segkit edges coins.png -o coins_edges.tif --region-mode watershed
     segkit kmeans photo.png -o photo_clusters.tif --rgb --k 4
+    segkit train images/ -o my_cells.safetensors --start-from nuclei   # X.tif + X_labels.tif
 
 Every method's options are generated from its one parameter declaration
 (:mod:`napari_segkit.params`), so their defaults are the widget's.
@@ -283,10 +284,115 @@ def parse_setting(text: str) -> tuple[str, object]:
     return key.strip(), raw
 
 
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``segkit train``: train or fine-tune a U-Net on image/label files or folders of pairs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .models import training
+
+        try:
+            found = io.find_training_pairs(list(args.images), list(args.labels or []))
+            pairs = [(io.read_image(img).data, io.read_image(lab).data) for img, lab in found]
+            if args.output.exists() and not args.overwrite:
+                raise io.OutputExistsError(
+                    f"{args.output}: exists; choose another name or pass --overwrite"
+                )
+            architecture = {
+                k: v for k, v in (("depth", args.depth), ("width", args.width)) if v is not None
+            }
+
+            def on_epoch(e: dict) -> None:
+                metric = "-" if e["metric"] is None else f"{e['metric']:.3f}"
+                print(
+                    f"epoch {e['epoch']}/{e['epochs']}  loss {e['loss']:.4f}  "
+                    f"val {e['metric_name']} {metric}  {e['seconds']:.1f} s"
+                    + ("  * saved" if e["best"] else ""),
+                    flush=True,
+                )
+
+            print(f"training on {len(pairs)} image(s): {', '.join(p.name for p, _ in found)}")
+            res = training.train(
+                pairs,
+                model=args.model,
+                task=args.task,
+                start_from=args.start_from,
+                ndim=args.ndim,
+                epochs=args.epochs,
+                steps_per_epoch=args.steps_per_epoch,
+                batch_size=args.batch_size,
+                patch_size=args.patch_size,
+                learning_rate=args.learning_rate,
+                val_fraction=args.val_fraction,
+                device=args.device,
+                checkpoint=args.output,
+                diameter=args.diameter,
+                object_diameter=args.object_diameter,
+                annotation=args.annotation,
+                names=[p.name for p, _ in found],
+                architecture=architecture or None,
+                on_epoch=on_epoch,
+                seed=args.seed,
+            )
+        except (ValueError, MemoryError, OSError) as err:
+            return _die("train", " ".join(str(err).split()))
+        best = "-" if res.best_metric is None else f"{res.best_metric:.3f}"
+        start = "-" if res.initial_metric is None else f"{res.initial_metric:.3f}"
+        print(
+            f"best {res.metric_name} {best} (epoch {res.best_epoch}; before training {start}) "
+            f"-> {res.checkpoint}"
+        )
+        return 0
+
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a U-Net on images and their labels",
+        description="Train (or fine-tune with --start-from) a U-Net on image/label files, or on "
+        "folders of pairs (X.tif with X_labels.tif, X_masks.tif...). The best model is saved to "
+        "OUTPUT after every epoch that improves the validation metric.",
+    )
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    p.add_argument(
+        "--labels", nargs="+", type=Path, help="label files (same order) or folders (same names)"
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="model (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.add_argument("--model", default="unet", choices=["unet", "maskrcnn"])
+    p.add_argument(
+        "--start-from", default=None, help="nuclei (shipped), a user model name or a checkpoint"
+    )
+    p.add_argument("--task", default="instance", choices=["instance", "semantic"])
+    p.add_argument("--ndim", type=int, default=2, choices=[2, 3])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=None, help="256 (2D) or 128 (3D)")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--annotation", default="complete", choices=["complete", "objects"])
+    p.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        help="object diameter in the images, pixels (measured from the labels if omitted)",
+    )
+    p.add_argument(
+        "--object-diameter",
+        type=float,
+        default=None,
+        help="the diameter the model works at (default: the --start-from model's, else --diameter)",
+    )
+    p.add_argument("--depth", type=int, default=None, help="new model: poolings")
+    p.add_argument("--width", type=int, default=None, help="new model: first-stage features")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
 #: subcommand registrations, in the order shown by ``segkit --help``
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     *(partial(add_method_parser, name=name) for name in METHOD_COMMANDS),
     add_weights_parser,
+    add_train_parser,
 ]
 
 

@@ -28,10 +28,18 @@ __all__ = [
     "write_labels",
     "atomic_path",
     "IMAGE_SUFFIXES",
+    "LABEL_SUFFIXES",
+    "find_training_pairs",
 ]
 
 #: File types :func:`read_image` reads.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".npy", ".zarr")
+
+
+#: Name endings of label files: ``X.tif`` has its labels in ``X_labels.tif`` (or ``X_masks.tif``...).
+LABEL_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_seg")
+#: File types :func:`find_training_pairs` looks at in folders.
+PAIR_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
 
 
 class ImageReadError(ValueError):
@@ -163,3 +171,85 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, overwrite: bool
 
             tifffile.imwrite(tmp, labels, compression="zlib")
     return path
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in PAIR_SUFFIXES)
+
+
+def _base_name(path: Path) -> str:
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+
+def _is_label_file(path: Path) -> bool:
+    return _base_name(path).lower().endswith(LABEL_SUFFIXES)
+
+
+def _pair_key(path: Path) -> str:
+    stem = _base_name(path)
+    for suffix in LABEL_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def find_training_pairs(
+    images: list[str | os.PathLike], labels: list[str | os.PathLike] | None = None
+) -> list[tuple[Path, Path]]:
+    """(image file, labels file) pairs from files or folders.
+
+    Parameters
+    ----------
+    images : list of path
+        Image files, or folders. Without ``labels``, folders hold both: each image ``X.tif`` has
+        its labels in ``X_labels.tif`` (or ``X_label``, ``X_masks``, ``X_mask``, ``X_seg``).
+    labels : list of path, optional
+        Label files (one per image, same order), or folders (the labels under the images' names,
+        with or without those endings).
+
+    Raises
+    ------
+    ValueError
+        A missing path, no labels, an image without labels, or counts that differ.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("a.tif", "a_labels.tif", "b.tif", "b_masks.tif"):
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> [(i.name, lab.name) for i, lab in find_training_pairs([folder])]
+    [('a.tif', 'a_labels.tif'), ('b.tif', 'b_masks.tif')]
+    """
+    images = [Path(p).expanduser() for p in images]
+    labels = [Path(p).expanduser() for p in labels or []]
+    for p in [*images, *labels]:
+        if not p.exists():
+            raise ValueError(f"{p} does not exist")
+    if not labels:  # folders holding both
+        found = [f for p in images for f in (_files_in(p) if p.is_dir() else [p])]
+        labels = [f for f in found if _is_label_file(f)]
+        images = [f for f in found if not _is_label_file(f)]
+        if not labels:
+            raise ValueError(
+                "no labels: give label files, or folders where each image X.tif has its "
+                f"labels as X_labels.tif (or {', '.join(LABEL_SUFFIXES[1:])})"
+            )
+    image_files = [f for p in images for f in (_files_in(p) if p.is_dir() else [p])]
+    label_files = [f for p in labels for f in (_files_in(p) if p.is_dir() else [p])]
+    if any(p.is_dir() for p in [*images, *labels]):
+        by_key = {_pair_key(f): f for f in label_files}
+        pairs = [(f, by_key.get(_pair_key(f))) for f in image_files if not _is_label_file(f)]
+        missing = [str(f) for f, lab in pairs if lab is None]
+        if missing:
+            raise ValueError(f"no labels found for {', '.join(missing[:3])}")
+        if not pairs:
+            raise ValueError(f"no image files in {', '.join(str(p) for p in images)}")
+        return pairs
+    if len(image_files) != len(label_files):
+        raise ValueError(
+            f"{len(image_files)} image(s) but {len(label_files)} label file(s); give one "
+            f"label file per image, in the same order"
+        )
+    return list(zip(image_files, label_files, strict=True))

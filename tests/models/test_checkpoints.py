@@ -17,15 +17,19 @@ def test_round_trip_metadata_and_half(tmp_path):
         "family": "unet",
         "architecture": {"depth": 2},
         "class_names": ["background", "nucleus"],
-        "normalisation": {"percentiles": [1.0, 99.8]},
+        "normalization": {"percentiles": [1.0, 99.8]},
         "object_diameter": 17.5,
         "training": {"epochs": 3, "note": "x"},
     }
     path = ckpt.save_checkpoint(state, tmp_path / "sub" / "m.safetensors", meta)
     assert [p.name for p in path.parent.iterdir()] == ["m.safetensors"]  # no temporary left
     got, got_meta = ckpt.read_checkpoint(path, family="unet")
+    from napari_segkit import __version__
+
+    assert got_meta.pop("version") == __version__
+    assert got_meta.pop("date").startswith("20")
     assert got_meta == meta
-    assert ckpt.read_metadata(path) == meta
+    assert {k: v for k, v in ckpt.read_metadata(path).items() if k in meta} == meta
     torch.testing.assert_close(got["a.weight"], state["a.weight"])
     assert got["a.count"].dtype == torch.int64
     half = ckpt.save_checkpoint(state, tmp_path / "h.safetensors", meta, half=True)
@@ -119,7 +123,18 @@ def test_legacy_maskrcnn_header_is_read():
     meta = ckpt.read_metadata(weights.shipped_path("maskrcnn", "nuclei"))
     assert meta["family"] == "maskrcnn"
     assert meta["class_names"] == ["background", "nucleus"]
-    assert meta["normalisation"]["percentiles"] == [1.0, 99.8]
+    assert meta["normalization"]["percentiles"] == [1.0, 99.8]
+
+
+def test_british_normalisation_key_is_read(tmp_path):
+    """Checkpoints written before the key became US spelling still give their normalization."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    old = {"family": "unet", "normalisation": {"percentiles": [2.0, 99.0]}}
+    save_file({"w": torch.ones(1)}, str(path), metadata={"segkit": json.dumps(old)})
+    meta = ckpt.read_metadata(path)
+    assert meta["normalization"] == {"percentiles": [2.0, 99.0]} and "normalisation" not in meta
 
 
 def test_segkit_header_that_is_not_json(tmp_path):

@@ -47,7 +47,7 @@ def test_importing_the_package_does_not_import_torch():
 def test_shipped_model_metadata(model):
     assert model.architecture == "maskrcnn_resnet10_fpn_small"
     assert model.class_names == ["background", "nucleus"]
-    assert model.normalisation["percentiles"] == [1.0, 99.8]
+    assert model.normalization["percentiles"] == [1.0, 99.8]
     assert mr.SHIPPED_MODELS["nuclei"].stat().st_size < 10e6
     assert mr.load_model("nuclei", "cpu") is model  # cached in memory
 
@@ -249,13 +249,13 @@ def test_checkpoint_round_trips(model, tmp_path):
         tmp_path / "m.safetensors",
         architecture=model.architecture,
         class_names=["background", "nucleus"],
-        normalisation=model.normalisation,
+        normalization=model.normalization,
     )
     wrapped = tmp_path / "m.pt"
     torch.save(
         {
             "state_dict": st,
-            "metadata": {"class_names": ["nucleus"], "normalisation": model.normalisation},
+            "metadata": {"class_names": ["nucleus"], "normalization": model.normalization},
         },
         wrapped,
     )
@@ -265,7 +265,7 @@ def test_checkpoint_round_trips(model, tmp_path):
         loaded = mr.load_checkpoint(path, "cpu")
         assert loaded.architecture == "maskrcnn_resnet10_fpn_small"
         labels = mr.predict_instances(img, loaded).labels
-        if path is plain:  # no metadata: default normalisation, names inferred
+        if path is plain:  # no metadata: default normalization, names inferred
             assert loaded.class_names == ["background", "class 1"]
         else:
             assert loaded.class_names == ["background", "nucleus"]

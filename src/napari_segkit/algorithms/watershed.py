@@ -3,7 +3,7 @@
 Pure numpy/scipy/scikit-image: no torch, no napari. It inverts the training targets of
 :mod:`napari_segkit.algorithms.targets` (``instance_targets``): a network that predicts, per
 pixel, the probabilities of *background*, *object interior* and *object boundary* (a thin rim
-inside every object) and each object's distance transform normalised to 1 at its centre gives its
+inside every object) and each object's distance transform normalized to 1 at its centre gives its
 objects back with :func:`instances_from_maps`:
 
 1. foreground = pixels where ``interior + boundary > foreground_threshold``;
@@ -60,16 +60,16 @@ def instances_from_maps(
     foreground_threshold: float = 0.5,
     spacing: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Instance labels from interior/boundary probabilities and a normalised distance map.
+    """Instance labels from interior/boundary probabilities and a normalized distance map.
 
     Parameters
     ----------
     interior_prob, boundary_prob : ndarray of float, 2D or 3D
         Per-pixel probabilities (0..1) of the object interior and of the object boundary.
     distance : ndarray of float or None
-        Each object's distance transform normalised to 1 at its centre (the network's regression
+        Each object's distance transform normalized to 1 at its centre (the network's regression
         output; values outside 0..1 are fine). ``None``: the Euclidean distance transform of the
-        foreground, normalised per connected component, is used instead.
+        foreground, normalized per connected component, is used instead.
     min_size : int
         Objects with fewer pixels are removed (set to 0).
     seed_threshold : float

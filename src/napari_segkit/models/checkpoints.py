@@ -8,13 +8,17 @@ the metadata dict. The metadata describes everything needed to rebuild and feed 
 - ``family``: ``"maskrcnn"``, ``"unet"``, ``"semantic"``... (which module loads it);
 - ``architecture``: the name or config of the network (a U-Net's ``net.config``);
 - ``class_names``: name of every class, the background (id 0) first;
-- ``normalisation``: how inputs are scaled (``{"percentiles": [1.0, 99.8], ...}``);
+- ``normalization``: how inputs are scaled (``{"percentiles": [1.0, 99.8], ...}``);
 - ``object_diameter``: the object size in pixels the model works best at (None if unknown);
 - ``training``: anything about how it was trained (data, epochs, scores), JSON-able.
 
 The first Mask R-CNN checkpoints (``format = "napari-segkit/maskrcnn"``, the shipped nuclei model)
 kept ``class_names``, ``normalisation`` and ``extra`` as separate JSON strings in the header; they
-are read as family ``"maskrcnn"``.
+are read as family ``"maskrcnn"``. The British key ``normalisation`` (those files, and checkpoints
+written before the key was renamed) is read as ``normalization``.
+
+:func:`save_checkpoint` also records ``version`` (of napari-segkit) and ``date`` (UTC) unless the
+metadata already holds them.
 
 torch and safetensors are imported inside the functions.
 """
@@ -33,7 +37,9 @@ FORMAT = "napari-segkit/checkpoint-1"
 LEGACY_MASKRCNN_FORMAT = "napari-segkit/maskrcnn"
 #: Suffixes :func:`read_checkpoint` understands.
 SUFFIXES = (".safetensors", ".pt", ".pth")
-_LEGACY_JSON_KEYS = ("class_names", "normalisation", "extra")
+_LEGACY_JSON_KEYS = ("class_names", "normalisation", "normalization", "extra")
+#: Old metadata keys -> their current names.
+_RENAMED_KEYS = {"normalisation": "normalization"}
 
 
 def save_checkpoint(
@@ -80,6 +86,7 @@ def save_checkpoint(
         raise ValueError(f"path must end with .safetensors; got {str(path)!r}")
     if not isinstance(metadata, dict) or not metadata.get("family"):
         raise ValueError(f"metadata must be a dict with a 'family'; got {metadata!r}")
+    metadata = {"version": _version(), "date": _now(), **metadata}
     try:
         meta_json = json.dumps(metadata)
     except (TypeError, ValueError) as exc:
@@ -250,7 +257,7 @@ def _decode_header(raw: dict[str, str], path: Path) -> dict[str, Any]:
         if not isinstance(meta, dict):
             raise ValueError(f"checkpoint {path}: its segkit metadata is not a JSON object")
         meta.setdefault("family", raw.get("family"))
-        return meta
+        return _renamed(meta)
     meta: dict[str, Any] = dict(raw)
     for key in _LEGACY_JSON_KEYS:
         if key in meta:
@@ -260,4 +267,25 @@ def _decode_header(raw: dict[str, str], path: Path) -> dict[str, Any]:
                 raise ValueError(f"checkpoint {path}: metadata {key!r} is not JSON: {exc}") from exc
     if meta.get("format") == LEGACY_MASKRCNN_FORMAT:
         meta.setdefault("family", "maskrcnn")
+    return _renamed(meta)
+
+
+def _renamed(meta: dict[str, Any]) -> dict[str, Any]:
+    """Old keys (``normalisation``) under their current names; the current key wins."""
+    for old, new in _RENAMED_KEYS.items():
+        if old in meta:
+            value = meta.pop(old)
+            meta.setdefault(new, value)
     return meta
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return str(__version__)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

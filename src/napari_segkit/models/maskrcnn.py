@@ -71,7 +71,7 @@ FAMILY = "maskrcnn"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_NORMALISATION = {
+DEFAULT_NORMALIZATION = {
     "percentiles": [1.0, 99.8],  # grey / 16-bit / multichannel: per channel, per plane
     "uint8_rgb": "divide_255",  # 8-bit RGB is scaled to 0..1 as the COCO models expect
     "mean": list(IMAGENET_MEAN),
@@ -103,7 +103,7 @@ class LoadedModel:
     module: Any  # torchvision MaskRCNN
     architecture: str
     class_names: list[str]  # index = class id, 0 is the background
-    normalisation: dict[str, Any]
+    normalization: dict[str, Any]
     source: str
     device: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -216,7 +216,7 @@ def save_checkpoint(
     *,
     architecture: str,
     class_names: Sequence[str],
-    normalisation: dict[str, Any] | None = None,
+    normalization: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
@@ -232,8 +232,8 @@ def save_checkpoint(
         One of :data:`ARCHITECTURES`.
     class_names : sequence of str
         Name of every class, the background (id 0) included.
-    normalisation : dict, optional
-        Input normalisation (``percentiles``, ``mean``, ``std``); :data:`DEFAULT_NORMALISATION` if
+    normalization : dict, optional
+        Input normalization (``percentiles``, ``mean``, ``std``); :data:`DEFAULT_NORMALIZATION` if
         omitted.
     extra : dict, optional
         Anything else worth keeping (training data, image size statistics, scores): JSON-able.
@@ -256,7 +256,7 @@ def save_checkpoint(
         "architecture": architecture,
         "num_classes": n,
         "class_names": [str(c) for c in class_names],
-        "normalisation": normalisation or DEFAULT_NORMALISATION,
+        "normalization": normalization or DEFAULT_NORMALIZATION,
         "extra": extra or {},
     }
     return ckpt.save_checkpoint(state, path, metadata, half=half)
@@ -265,7 +265,7 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> LoadedModel:
     """Build the model a checkpoint describes and load its weights.
 
-    Architecture, number of classes, class names and normalisation come from the metadata; for a
+    Architecture, number of classes, class names and normalization come from the metadata; for a
     plain ``state_dict`` without metadata they are inferred from the tensors (class names become
     ``class 1``, ``class 2``...).
 
@@ -303,10 +303,10 @@ def load_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> LoadedModel
         raise ValueError(f"checkpoint {path}: {len(names)} class names for {n} classes")
     module = build_architecture(architecture, n)
     ckpt.load_state(module, state, path, f"the {architecture} architecture with {n} classes")
-    normalisation = dict(DEFAULT_NORMALISATION)
-    normalisation.update(meta.get("normalisation") or {})
+    normalization = dict(DEFAULT_NORMALIZATION)
+    normalization.update(meta.get("normalization") or {})
     return _ready(
-        LoadedModel(module, architecture, [str(s) for s in names], normalisation, str(path)),
+        LoadedModel(module, architecture, [str(s) for s in names], normalization, str(path)),
         device,
         metadata=meta,
     )
@@ -326,7 +326,7 @@ def load_coco(architecture: str, device: Any = "cpu", *, download: bool = False)
     module = build_architecture(architecture, len(names))
     module.load_state_dict(state)
     return _ready(
-        LoadedModel(module, architecture, names, dict(DEFAULT_NORMALISATION), architecture), device
+        LoadedModel(module, architecture, names, dict(DEFAULT_NORMALIZATION), architecture), device
     )
 
 
@@ -459,7 +459,7 @@ def predict_instances(
     image : array-like
         Grey, RGB or multichannel; 2D, or a 3D / time stack processed plane by plane (the planes
         are batched on the GPU). numpy or dask (read one plane at a time). Grey, 16-bit and
-        multichannel images are percentile-normalised per plane and made 3-channel.
+        multichannel images are percentile-normalized per plane and made 3-channel.
     model : str, path or LoadedModel
         See :func:`load_model`.
     score_threshold : float
@@ -579,7 +579,7 @@ def predict_instances(
         if p not in norm_cache:
             norm_cache.clear()  # one plane in memory at a time (the planes come in order)
             data = np.asarray(chans[planes[p]])
-            lo, scale = normalization_range(data, model.normalisation)
+            lo, scale = normalization_range(data, model.normalization)
             norm_cache[p] = (data, lo, scale)
         return norm_cache[p]
 
@@ -712,8 +712,8 @@ def _detect(
     if uint16:
         tensor = tensor.to(torch.int32) & 0xFFFF
     x = tensor.permute(0, 3, 1, 2).float()  # (B, C, h, w)
-    mean = torch.tensor(model.normalisation["mean"], device=dev, dtype=torch.float32)
-    std = torch.tensor(model.normalisation["std"], device=dev, dtype=torch.float32)
+    mean = torch.tensor(model.normalization["mean"], device=dev, dtype=torch.float32)
+    std = torch.tensor(model.normalization["std"], device=dev, dtype=torch.float32)
     lo_t = torch.as_tensor(lo, device=dev)
     sc_t = torch.as_tensor(scale, device=dev)
     x = (x - lo_t[:, :, None, None]) * sc_t[:, :, None, None]
@@ -726,7 +726,7 @@ def _detect(
         x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
     x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x.contiguous()
     images = ImageList(x, [(h, w)] * x.shape[0])
-    t0 = _tick("upload_normalise", t0, dev)
+    t0 = _tick("upload_normalize", t0, dev)
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_half):
         features = module.backbone(x)
         t0 = _tick("backbone", t0, dev)

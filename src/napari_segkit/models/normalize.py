@@ -3,7 +3,7 @@
 Every segkit model sees its input scaled per image (per plane or per volume) and per channel so
 that the ``percentiles`` (1 and 99.8 by default) map to 0 and 1: the same nuclei image in uint8,
 uint16 or float gives the same input. The models' checkpoints keep the rule under the metadata key
-``"normalisation"`` (a dict; see :data:`DEFAULT_PERCENTILES`).
+``"normalization"`` (a dict; see :data:`DEFAULT_PERCENTILES`).
 """
 
 from __future__ import annotations

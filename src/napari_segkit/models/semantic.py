@@ -53,7 +53,7 @@ ARCHITECTURES = (
 FAMILY = "semantic"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_NORMALISATION = {
+DEFAULT_NORMALIZATION = {
     "percentiles": [1.0, 99.8],
     "uint8_rgb": "divide_255",
     "mean": list(IMAGENET_MEAN),
@@ -68,7 +68,7 @@ class LoadedSemantic:
     module: Any
     architecture: str
     class_names: list[str]
-    normalisation: dict[str, Any]
+    normalization: dict[str, Any]
     source: str
     device: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -147,7 +147,7 @@ def load_torchvision(
     names = [str(c) for c in torchvision_weights(architecture).meta["categories"]]
     state = load_cached_state(architecture, download=download)
     module = _load_state(architecture, state, len(names), cached_weights_path(architecture))
-    norm = dict(DEFAULT_NORMALISATION)
+    norm = dict(DEFAULT_NORMALIZATION)
     return _ready(LoadedSemantic(module, architecture, names, norm, architecture), device)
 
 
@@ -157,7 +157,7 @@ def save_semantic(
     *,
     architecture: str,
     class_names: Sequence[str],
-    normalisation: dict[str, Any] | None = None,
+    normalization: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
     """Save a torchvision semantic model (e.g. fine-tuned) as a segkit checkpoint."""
@@ -169,7 +169,7 @@ def save_semantic(
         "family": FAMILY,
         "architecture": architecture,
         "class_names": [str(c) for c in class_names],
-        "normalisation": dict(normalisation or DEFAULT_NORMALISATION),
+        "normalization": dict(normalization or DEFAULT_NORMALIZATION),
         "training": dict(training or {}),
     }
     return save_checkpoint(module.state_dict(), path, meta)
@@ -201,8 +201,8 @@ def load_semantic_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> Lo
     if not names:
         names = ["background"] + [f"class {i}" for i in range(1, n)]
     module = _load_state(architecture, state, n, path)
-    norm = dict(DEFAULT_NORMALISATION)
-    norm.update(meta.get("normalisation") or {})
+    norm = dict(DEFAULT_NORMALIZATION)
+    norm.update(meta.get("normalization") or {})
     loaded = LoadedSemantic(module, architecture, names, norm, str(path), metadata=meta)
     return _ready(loaded, device)
 
@@ -236,6 +236,10 @@ def load_semantic(
         with _CACHE_LOCK:
             _CACHE[key] = model
         return model
+    from .weights import SHIPPED_MODELS
+
+    if isinstance(source, str) and source in SHIPPED_MODELS[unet.FAMILY]:
+        return unet.load_unet(source, dev)  # the shipped U-Nets ("nuclei", "nuclei_3d")
     path = Path(source).expanduser()
     if isinstance(source, str) and not path.exists():
         from .weights import find_user_model
@@ -412,7 +416,7 @@ def predict_semantic(
     out_shape = (*lead, int(chans.shape[-3]), int(chans.shape[-2]))
     n = model.num_classes
     check_memory(int(np.prod(out_shape, dtype=np.int64)) * 4 * n, "the class probabilities")
-    prepare = _prepare_rgb(int(chans.shape[-1]), bool(rgb), int(channel), model.normalisation)
+    prepare = _prepare_rgb(int(chans.shape[-1]), bool(rgb), int(channel), model.normalization)
     dev = model.device
     half_on = use_half(dev, half)
     configure_cudnn(dev)

@@ -10,16 +10,18 @@ multiple of ``2**depth`` works (the inference code pads to that).
 
 Output channels by task (see :data:`TASKS`):
 
-- ``"instance"``: 4 channels: logits of background / interior / boundary, then a distance map
-  (each object's distance transform normalised to 1 at its centre); a seeded watershed turns them
-  into objects.
+- ``"instance"``: 4 channels: logits of background / interior / boundary, then the logit of a
+  distance map (each object's distance transform normalized to 1 at its centre; a sigmoid gives
+  it, see :data:`INSTANCE_OUTPUTS`); a seeded watershed turns them into objects.
 - ``"semantic"``: one logit channel per class, class 0 the background.
 
 Checkpoints (:func:`save_unet`, :func:`load_unet`) are segkit safetensors files of family
 ``"unet"`` (:mod:`napari_segkit.models.checkpoints`) whose metadata holds ``architecture`` (the
-net's :func:`build_unet` config), ``task``, ``class_names``, ``normalisation`` (percentiles 1 and
-99.8 per image and channel, as Mask R-CNN's) and ``object_diameter`` (the object size, in pixels,
-the model works best at). :func:`predict_unet` runs a model over 2D images, stacks and volumes,
+net's :func:`build_unet` config), ``task``, ``class_names``, ``outputs`` (how to read the output
+channels), ``normalization`` (percentiles 1 and 99.8 per image and channel, as Mask R-CNN's),
+``object_diameter`` (the object size, in pixels, the model works best at: images are rescaled so
+that their objects have it), ``training`` and ``metrics`` (how it was trained and scored), and the
+``version``/``date`` of the file. :mod:`napari_segkit.models.training` trains them. :func:`predict_unet` runs a model over 2D images, stacks and volumes,
 tile by tile with blended overlaps, rescaling the image so that its objects appear at the model's
 ``object_diameter``.
 """
@@ -55,8 +57,25 @@ INSTANCE_CHANNELS = 4
 INSTANCE_MAP_NAMES = ("background", "interior", "boundary", "distance")
 #: The checkpoints' ``family``.
 FAMILY = "unet"
-#: Input normalization of the U-Nets: percentiles per image (plane or volume) and channel.
-DEFAULT_NORMALISATION = {"percentiles": [1.0, 99.8]}
+#: Input normalization of the U-Nets: per channel, per image (2D) or volume (3D), before any
+#: rescaling, the 1st and 99.8th percentiles map to 0 and 1.
+DEFAULT_NORMALIZATION = {
+    "method": "percentile",
+    "percentiles": [1.0, 99.8],
+    "channels": "each",
+    "per": "image (2D) or volume (3D), before rescaling",
+}
+#: How to read an instance U-Net's 4 output channels (the checkpoints' ``outputs``).
+INSTANCE_OUTPUTS = {
+    "classes": ["background", "interior", "boundary"],
+    "class_activation": "softmax over channels 0-2",
+    "distance_channel": 3,
+    "distance_activation": "sigmoid",
+}
+#: ... and a semantic U-Net's.
+SEMANTIC_OUTPUTS = {"classes": "softmax over all channels"}
+#: Activations of the distance channel :func:`load_unet` understands.
+DISTANCE_ACTIVATIONS = ("sigmoid", "none")
 #: What :func:`predict_unet` can return.
 OUTPUTS = ("instance", "semantic")
 #: An int ``tile_size`` above this is capped to it for a 3D U-Net (its overlap to a quarter of it).
@@ -89,7 +108,7 @@ def build_unet(
     width : int
         Features of the first stage; each stage doubles them.
     norm : {'batch', 'group', 'none'}
-        Normalisation after every convolution. 'group' (8 groups) suits tiny batches.
+        Normalization after every convolution. 'group' (8 groups) suits tiny batches.
 
     Examples
     --------
@@ -118,7 +137,7 @@ def build_unet(
     pool = nn.MaxPool2d if ndim == 2 else nn.MaxPool3d
     up = nn.ConvTranspose2d if ndim == 2 else nn.ConvTranspose3d
 
-    def normalise(ch: int) -> nn.Module:
+    def norm_layer(ch: int) -> nn.Module:
         if norm == "batch":
             return nn.BatchNorm2d(ch) if ndim == 2 else nn.BatchNorm3d(ch)
         if norm == "group":
@@ -128,10 +147,10 @@ def build_unet(
     def block(cin: int, cout: int) -> nn.Sequential:
         return nn.Sequential(
             conv(cin, cout, 3, padding=1, bias=norm == "none"),
-            normalise(cout),
+            norm_layer(cout),
             nn.ReLU(inplace=True),
             conv(cout, cout, 3, padding=1, bias=norm == "none"),
-            normalise(cout),
+            norm_layer(cout),
             nn.ReLU(inplace=True),
         )
 
@@ -186,12 +205,13 @@ class LoadedUNet:
     config: dict[str, Any]  # build_unet keyword arguments
     task: str  # "instance" or "semantic"
     class_names: list[str]  # semantic: one per output channel; instance: ["background", name]
-    normalisation: dict[str, Any]
+    normalization: dict[str, Any]
     object_diameter: float | None
     source: str
     device: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    distance_activation: str = "sigmoid"  # instance task: "sigmoid" or "none"
 
     @property
     def ndim(self) -> int:
@@ -211,9 +231,11 @@ def unet_metadata(
     *,
     task: str = "instance",
     class_names: Sequence[str] | None = None,
-    normalisation: dict[str, Any] | None = None,
+    normalization: dict[str, Any] | None = None,
     object_diameter: float | None = None,
     training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint metadata of a U-Net (checked), for :func:`napari_segkit.models.checkpoints.save_checkpoint`.
 
@@ -225,12 +247,17 @@ def unet_metadata(
     class_names : sequence of str, optional
         Semantic: one name per output channel, the background first (default ``class 1``...).
         Instance: ``["background", <object name>]`` (default ``["background", "object"]``).
-    normalisation : dict, optional
-        Default :data:`DEFAULT_NORMALISATION`.
+    normalization : dict, optional
+        Default :data:`DEFAULT_NORMALIZATION`.
     object_diameter : float, optional
         Typical object diameter in pixels in the training images (the scale the model works at).
     training : dict, optional
-        JSON-able facts about the training (data, epochs, losses, scores).
+        JSON-able facts about the training (data, settings, epochs, time).
+    metrics : dict, optional
+        JSON-able scores (validation metric per epoch, the best, held-out scores).
+    outputs : dict, optional
+        How to read the output channels; default :data:`INSTANCE_OUTPUTS` /
+        :data:`SEMANTIC_OUTPUTS`.
 
     Examples
     --------
@@ -266,6 +293,13 @@ def unet_metadata(
         )
         if len(names) != n_out:
             raise ValueError(f"class_names has {len(names)} names for {n_out} output channels")
+    outputs = dict(outputs or (INSTANCE_OUTPUTS if task == "instance" else SEMANTIC_OUTPUTS))
+    if task == "instance":
+        act = outputs.setdefault("distance_activation", "sigmoid")
+        if act not in DISTANCE_ACTIVATIONS:
+            raise ValueError(
+                f"outputs['distance_activation'] must be one of {DISTANCE_ACTIVATIONS}; got {act!r}"
+            )
     if object_diameter is not None:
         d = float(object_diameter)
         if not (math.isfinite(d) and d > 0):
@@ -276,9 +310,11 @@ def unet_metadata(
         "architecture": config,
         "task": task,
         "class_names": [str(c) for c in names],
-        "normalisation": dict(normalisation or DEFAULT_NORMALISATION),
+        "outputs": outputs,
+        "normalization": dict(normalization or DEFAULT_NORMALIZATION),
         "object_diameter": object_diameter,
         "training": dict(training or {}),
+        "metrics": dict(metrics or {}),
     }
 
 
@@ -288,12 +324,19 @@ def save_unet(
     *,
     task: str = "instance",
     class_names: Sequence[str] | None = None,
-    normalisation: dict[str, Any] | None = None,
+    normalization: dict[str, Any] | None = None,
     object_diameter: float | None = None,
     training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
     """Save a U-Net from :func:`build_unet` as a segkit checkpoint (see :func:`unet_metadata`).
+
+    ``net`` is the network, or its ``state_dict`` with ``config`` (its :func:`build_unet`
+    arguments). The file is written atomically
+    (:func:`napari_segkit.models.checkpoints.save_checkpoint`): it always holds a complete model.
 
     Examples
     --------
@@ -305,18 +348,22 @@ def save_unet(
     """
     from .checkpoints import save_checkpoint
 
-    config = getattr(net, "config", None)
+    state = net if isinstance(net, dict) else net.state_dict()
+    if config is None:
+        config = getattr(net, "config", None)
     if not isinstance(config, dict):
-        raise ValueError("net has no .config: build it with build_unet")
+        raise ValueError("net has no .config: build it with build_unet (or pass config=)")
     meta = unet_metadata(
         config,
         task=task,
         class_names=class_names,
-        normalisation=normalisation,
+        normalization=normalization,
         object_diameter=object_diameter,
         training=training,
+        metrics=metrics,
+        outputs=outputs,
     )
-    return save_checkpoint(net.state_dict(), path, meta, half=half)
+    return save_checkpoint(state, path, meta, half=half)
 
 
 def _infer_config(state: dict[str, Any]) -> dict[str, Any]:
@@ -373,9 +420,11 @@ def load_unet_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> Loaded
             config,
             task=task,
             class_names=meta.get("class_names"),
-            normalisation=meta.get("normalisation"),
+            normalization=meta.get("normalization"),
             object_diameter=meta.get("object_diameter"),
             training=meta.get("training"),
+            metrics=meta.get("metrics"),
+            outputs=meta.get("outputs"),
         )
         module = build_unet(**full["architecture"])
     except (ValueError, TypeError) as exc:
@@ -387,10 +436,11 @@ def load_unet_checkpoint(path: str | os.PathLike, device: Any = "cpu") -> Loaded
             full["architecture"],
             full["task"],
             full["class_names"],
-            full["normalisation"],
+            full["normalization"],
             full["object_diameter"],
             str(path),
             metadata=meta,
+            distance_activation=full["outputs"].get("distance_activation", "sigmoid"),
         ),
         device,
     )
@@ -428,7 +478,9 @@ def _resolve_source(source: str | os.PathLike) -> tuple[Path, str]:
     return path, str(path)
 
 
-def load_unet(source: str | os.PathLike = "nuclei", device: Any = "auto") -> LoadedUNet:
+def load_unet(
+    source: str | os.PathLike = "nuclei", device: Any = "auto", *, cache: bool = True
+) -> LoadedUNet:
     """Load a U-Net by name or path, cached in memory by (file, modification time, device).
 
     Parameters
@@ -439,6 +491,8 @@ def load_unet(source: str | os.PathLike = "nuclei", device: Any = "auto") -> Loa
         (:func:`napari_segkit.models.weights.list_user_models`).
     device : str
         See :func:`napari_segkit.models.devices.resolve_device`.
+    cache : bool
+        False: a fresh copy, not cached (to train it: fine-tuning).
 
     Raises
     ------
@@ -449,6 +503,10 @@ def load_unet(source: str | os.PathLike = "nuclei", device: Any = "auto") -> Loa
 
     dev = resolve_device(device)
     path, name = _resolve_source(source)
+    if not cache:
+        model = load_unet_checkpoint(path, dev)
+        model.source = name
+        return model
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(dev))
@@ -562,7 +620,10 @@ def _forward(model: LoadedUNet, use_half: bool) -> Any:
             y = model.module(x)
         y = y.float()
         if model.task == "instance":
-            return torch.cat([torch.softmax(y[:, :3], dim=1), y[:, 3:]], dim=1)
+            distance = y[:, 3:]
+            if model.distance_activation == "sigmoid":
+                distance = torch.sigmoid(distance)
+            return torch.cat([torch.softmax(y[:, :3], dim=1), distance], dim=1)
         return torch.softmax(y, dim=1)
 
     return forward
@@ -705,7 +766,7 @@ def predict_unet(
     out_shape = (*lead, *block_shape)
     check_memory(int(np.prod(out_shape, dtype=np.int64)) * 4 * 4, "the network's maps")
     adapt = _channel_adapter(int(chans.shape[-1]), model.in_channels, bool(rgb), int(channel))
-    prepare = _prepare(adapt, model.normalisation)
+    prepare = _prepare(adapt, model.normalization)
     dev = model.device
     half_on = use_half(dev, half)
     configure_cudnn(dev)

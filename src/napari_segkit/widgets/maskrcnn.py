@@ -15,6 +15,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..models.maskrcnn import SPEC
 from ._base import ImageInput, SegmentationResult, SegmentWidget
+from .cnn import _LISTENERS, user_model_choices
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 MODEL_CHOICES = [
@@ -32,9 +33,17 @@ class MaskRCNNWidget(SegmentWidget):
     method = "Mask R-CNN"
 
     def custom_widgets(self) -> dict[str, Widget]:
-        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
+        self.model = ComboBox(label="model", choices=self._model_choices, value="nuclei")
         self.model.tooltip = SPEC["model"].help
+        _LISTENERS.add(self)  # told when a model is trained (widgets.cnn.models_changed)
         return {"model": self.model}
+
+    def _model_choices(self, _widget=None) -> list:
+        """The shipped and COCO models, the user's trained Mask R-CNNs, a checkpoint file."""
+        return [*MODEL_CHOICES[:-1], *user_model_choices("maskrcnn"), MODEL_CHOICES[-1]]
+
+    def refresh_models(self) -> None:
+        self.model.reset_choices()
 
     def make_parameters(self) -> list[Widget]:
         widgets = super().make_parameters()
