@@ -153,12 +153,15 @@ def histogram_panel(
 
 
 def fit(rgb: np.ndarray, height: int) -> np.ndarray:
-    """``rgb`` scaled to ``height`` pixels (nearest neighbour for label-like images too)."""
+    """``rgb`` scaled to ``height`` pixels: smoothed when shrinking, blocky when enlarging."""
     if rgb.shape[0] == height:
         return rgb
     w = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
-    out = resize(rgb, (height, w), order=0, preserve_range=True, anti_aliasing=False)
-    return out.astype(np.uint8)
+    shrink = height < rgb.shape[0]
+    out = resize(
+        rgb, (height, w), order=1 if shrink else 0, preserve_range=True, anti_aliasing=shrink
+    )
+    return np.round(out).astype(np.uint8)
 
 
 def figure(panels, *, caption: str = "", columns: int | None = None, height: int = 256) -> Image:

@@ -3,10 +3,11 @@
 An edge is where the intensity changes fast. Each filter is a small kernel laid on every pixel
 (a correlation): the weighted sum of the 3 x 3 neighbourhood.
 
-- Sobel, horizontal edges ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``: positive (red) where the
-  image is brighter above, negative (blue) where it is brighter below: the top and bottom rims
-  of each coin light up.
-- Sobel, vertical edges ``[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]``: the left and right rims.
+- Sobel, horizontal edges, scikit-image's kernel ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``
+  (applied as a convolution, i.e. flipped): positive (red) where the image is brighter below,
+  negative (blue) where it is brighter above: the top and bottom rims of each coin light up.
+- Sobel, vertical edges ``[[1, 0, -1], [2, 0, -2], [1, 0, -1]]`` (also flipped): positive where
+  the image is brighter on the right: the left and right rims.
 - Their magnitude ``sqrt(h**2 + v**2)`` responds to edges of any direction.
 - Laplace ``[[1, 1, 1], [1, -8, 1], [1, 1, 1]]``: the second derivative, with no direction. It
   changes sign across an edge and reacts to noise too, so it is usually applied after a Gaussian
@@ -21,6 +22,7 @@ Run: ``python examples/edges_sobel_laplace.py [--out DIR] [--small]``
 
 import time
 
+import numpy as np
 from _figure import arguments, figure, objects_rgb, rgb8, save, signed
 from scipy import ndimage as ndi
 from skimage import data
@@ -53,6 +55,11 @@ def main() -> None:
         f"{int(from_sobel.max())} regions from Sobel edges, "
         f"{int(from_laplace.max())} from Laplace edges (the photo has 24 coins)"
     )
+    # which way round the signs are: a step from dark (top) to bright (bottom), and left to right
+    step = np.zeros((3, 3))
+    step[2] = 1
+    below = "below" if sobel_h(step)[1, 1] > 0 else "above"
+    right = "right" if sobel_v(step.T)[1, 1] > 0 else "left"
     panels = [
         ("photo (coins)", rgb8(image)),
         ("Sobel horizontal edges", signed(h)),
@@ -64,13 +71,15 @@ def main() -> None:
         (f"regions from Laplace: {int(from_laplace.max())}", objects_rgb(from_laplace, image)),
     ]
     caption = (
-        "sobel_h: kernel [[1,2,1],[0,0,0],[-1,-2,-1]] (red: brighter above, blue: brighter "
-        "below); sobel_v: [[-1,0,1],[-2,0,2],[-1,0,1]] (red: brighter on the right); laplace: "
+        "sobel_h: kernel [[1,2,1],[0,0,0],[-1,-2,-1]] (red: brighter "
+        f"{below}, blue: the opposite); sobel_v: [[1,0,-1],[2,0,-2],[1,0,-1]] (red: brighter on "
+        f"the {right}); both as convolutions, as in scikit-image. laplace: "
         "[[1,1,1],[1,-8,1],[1,1,1]], noisy on the raw photo, clean after a Gaussian blur. "
         "edge_segment(image, filter='sobel' or 'laplace'): edges above Otsu's threshold, gaps "
         "closed, enclosed areas filled, one object per region (the photo has 24 coins)."
     )
-    save(figure(panels, caption=caption, columns=4), args.out, "edges_sobel_laplace", started)
+    fig = figure(panels, caption=caption, columns=4, height=220)
+    save(fig, args.out, "edges_sobel_laplace", started)
 
 
 if __name__ == "__main__":

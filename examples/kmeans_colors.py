@@ -7,8 +7,8 @@ darkest centre ... k = the brightest) and k centre colours. Painting every pixel
 centre's colour gives the "posterised" cluster-colour image: the photo in five colours.
 
 K-means knows nothing about position: pixels of the same colour join the same cluster wherever
-they are (the black helmet and the flag's dark blue corner share one). With ``spatial_weight > 0`` the
-pixel coordinates join the features and clusters become more compact.
+they are (the black helmet and the flag's dark blue corner share one). With
+``spatial_weight > 0`` the pixel coordinates join the features and clusters become more compact.
 
 Run: ``python examples/kmeans_colors.py [--out DIR] [--small]``
 """
@@ -21,9 +21,11 @@ from skimage import data
 
 from napari_segkit.algorithms import kmeans
 
-# US spelling in newer versions (cluster_color_image, return_centers); older: British spelling
-cluster_color_image = getattr(kmeans, "cluster_color_image", None) or kmeans.cluster_colour_image
-CENTERS = "return_centers" if cluster_color_image.__name__.endswith("color_image") else "return_centres"
+# the names are US-spelled from version 0.2 (cluster_color_image, return_centers)
+if hasattr(kmeans, "cluster_color_image"):
+    cluster_color_image, CENTERS = kmeans.cluster_color_image, "return_centers"
+else:
+    cluster_color_image, CENTERS = kmeans.cluster_colour_image, "return_centres"
 
 
 def main() -> None:

@@ -48,7 +48,9 @@ def main() -> None:
             f"{name}: cut points {', '.join(f'{c:.3f}' for c in cuts)}; "
             f"classes 0-3 hold {', '.join(f'{s:.0f}%' for s in shares)} of the pixels"
         )
-        first = ("photo (coffee), 0..1", rgb8(photo)) if not rows else ("its luminance", rgb8(image))
+        first = (
+            ("photo (coffee), 0..1", rgb8(photo)) if not rows else ("its luminance", rgb8(image))
+        )
         rows += [
             first,
             (
