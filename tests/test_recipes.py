@@ -131,7 +131,7 @@ def test_stack_auto_reads_the_axis_labels():
     stack = np.zeros((3, 20, 20))
     stack[:, 5:15, 5:15] = 1
     stack[1, 8:12, 8:12] = 0  # a hole in the middle plane only
-    recipe = make_recipe("threshold", {"min_size": 0, "fill_holes": False})
+    recipe = make_recipe("threshold", {"min_size": 0, "fill_holes": False, "split_touching": False})
     # a z-stack: one volume, so one object through all planes
     assert int(recipe.run(stack).labels.max()) == 1
     # a time-lapse: plane by plane, one object per plane

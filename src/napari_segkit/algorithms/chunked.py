@@ -77,7 +77,7 @@ def blockwise_problem(method: str, params: dict | None = None) -> str | None:
 
     Examples
     --------
-    >>> blockwise_problem("threshold", {"method": "otsu"}) is None
+    >>> blockwise_problem("threshold", {"method": "otsu", "split_touching": False}) is None
     True
     >>> blockwise_problem("edges", {"region_mode": "watershed"})
     "edges: region_mode='watershed' floods the whole image; it is not blockwise (use 'fill')"
@@ -85,6 +85,11 @@ def blockwise_problem(method: str, params: dict | None = None) -> str | None:
     if method not in CHUNKED_METHODS:
         return f"{method}: not available block by block (methods: {', '.join(CHUNKED_METHODS)})"
     p = _full_params(method, params)
+    if method == "threshold" and p.get("output") == "objects" and p.get("split_touching"):
+        return (
+            "threshold: split_touching is not available block by block yet (pass "
+            "split_touching=False, or segment in memory)"
+        )
     if method == "edges":
         if p["region_mode"] == "watershed":
             return (
@@ -1167,7 +1172,7 @@ def _gather_block(block, trim, smoothing, sn, is_float, rows, ks) -> tuple:
 def _kmeans_chunked(runner, chans, chunk_side, depth, params, rgb, sn, out_path, out_shape):
     from sklearn.cluster import KMeans
 
-    from .kmeans import _brightness, _check_k, _colour_table, _robust_scale
+    from .kmeans import _brightness, _check_k, _color_table, _robust_scale
 
     k = _check_k(params["k"])
     seed, sample_size, n_init = params["seed"], params["sample_size"], params["n_init"]
@@ -1285,7 +1290,7 @@ def _kmeans_chunked(runner, chans, chunk_side, depth, params, rgb, sn, out_path,
         n_chan, n_feat, lut, weights, cc, lo32, is_float, xy_factor, use_xy, smoothing, sn
     )
     if not use_xy and smoothing <= 0:
-        model.table = _colour_table(chans.dtype, n_chan, centres, lo, scale, model.nearest)
+        model.table = _color_table(chans.dtype, n_chan, centres, lo, scale, model.nearest)
 
     # 4. every block's pixels to their nearest centre
     runner.expect(len(blocks))
