@@ -1360,7 +1360,7 @@ def _areas(lab: Any, ready: list[tuple[int, dict[str, Any]]]) -> list[np.ndarray
 # --------------------------------------------------------------------------------------------
 # the one declaration of the method's parameters (function, widget, CLI, docs)
 
-from ..params import MethodSpec, Param, checked, register  # noqa: E402
+from ..params import DEVICE, HALF, MethodSpec, Param, checked, register  # noqa: E402
 
 SPEC = register(
     MethodSpec(
@@ -1428,20 +1428,8 @@ SPEC = register(
                 none_label="all",
                 also=(list, tuple),
             ),
-            Param(
-                "device",
-                str,
-                "auto",
-                "Where the network runs: auto picks CUDA, then MPS, then the CPU.",
-                choices=(("auto", "auto"), ("cuda", "cuda"), ("mps", "mps"), ("cpu", "cpu")),
-            ),
-            Param(
-                "half",
-                bool,
-                True,
-                "float16 on the GPU (ignored on the CPU).",
-                label="half precision on GPU",
-            ),
+            DEVICE,
+            HALF,
             Param(
                 "tile_size",
                 int,
