@@ -128,7 +128,7 @@ def test_semantic_scores_hand_values_and_ignore_index():
     # class 0: tp 1 fp 1 fn 1; class 1: tp 2 fp 1 fn 0; class 2: tp 1 fp 0 fn 1
     np.testing.assert_allclose(s.iou, [1 / 3, 2 / 3, 1 / 2])
     np.testing.assert_allclose(s.dice, [2 / 4, 4 / 5, 2 / 3])
-    assert s.mean_matched_iou == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
+    assert s.mean_iou == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
     assert s.mean_iou_foreground == pytest.approx(np.mean([2 / 3, 1 / 2]))
     assert s.pixel_accuracy == pytest.approx(4 / 6)
     assert s.confusion.sum() == 6
@@ -136,7 +136,7 @@ def test_semantic_scores_hand_values_and_ignore_index():
     # a class in neither image is NaN and left out of the means
     s = semantic_scores(pred, truth, ignore_index=255, n_classes=5)
     assert np.isnan(s.iou[3:]).all() and np.isnan(s.dice[3:]).all()
-    assert s.mean_matched_iou == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
+    assert s.mean_iou == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
     # ignoring a scored class: its pixels leave, it is not scored
     s = semantic_scores(np.array([[0, 1, 1]]), np.array([[0, 0, 1]]), ignore_index=0)
     assert np.isnan(s.iou[0]) and s.iou[1] == 1.0

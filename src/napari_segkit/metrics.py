@@ -534,7 +534,7 @@ def semantic_scores(
     [0.5, 0.6, nan, 0.0]
     >>> s.dice.round(3).tolist()
     [0.667, 0.75, nan, 0.0]
-    >>> round(s.mean_matched_iou, 3), round(s.mean_iou_foreground, 3)
+    >>> round(s.mean_iou, 3), round(s.mean_iou_foreground, 3)
     (0.367, 0.3)
     """
     pred, truth = _check_pair(pred, truth)

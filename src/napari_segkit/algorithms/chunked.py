@@ -1420,8 +1420,9 @@ def segment_chunked(
     >>> import numpy as np
     >>> from napari_segkit.algorithms.threshold import threshold_segment
     >>> img = np.zeros((64, 64), np.uint8); img[10:50, 20:30] = 200; img[5:9, 5:60] = 180
-    >>> lab = segment_chunked(img, "threshold", {"method": "otsu", "min_size": 0}, chunk=16)
-    >>> int(lab.max().compute()), int(threshold_segment(img, min_size=0).max())
+    >>> params = {"method": "otsu", "min_size": 0, "split_touching": False}
+    >>> lab = segment_chunked(img, "threshold", params, chunk=16)
+    >>> int(lab.max().compute()), int(threshold_segment(img, **params).max())
     (2, 2)
     """
     import dask.array as da

@@ -922,7 +922,10 @@ def _estimate(
     k = max(1, min(int(max_planes), len(candidates)))
     picks = [candidates[int(i)] for i in np.linspace(0, len(candidates) - 1, k).round()]
     grey = np.stack([np.asarray(chans[idx], dtype=np.float32).mean(axis=-1) for idx in picks])
-    guess = float(_classical_diameter(grey))
+    try:
+        guess = float(_classical_diameter(grey))
+    except (TypeError, ValueError):  # nothing to measure (a tiny or empty image)
+        guess = float("nan")
     if not math.isfinite(guess) or guess <= 0:
         guess = working
     top = min(1000.0, max(ny, nx))

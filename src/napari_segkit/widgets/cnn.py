@@ -25,7 +25,10 @@ _LISTENERS: weakref.WeakSet = weakref.WeakSet()
 def models_changed() -> None:
     """Refresh the model lists of every open CNN / Mask R-CNN widget (e.g. after training)."""
     for widget in list(_LISTENERS):
-        widget.refresh_models()
+        try:
+            widget.refresh_models()
+        except RuntimeError:  # its Qt widget was closed: forget it
+            _LISTENERS.discard(widget)
 
 
 def user_model_choices(*families: str) -> list[tuple[str, str]]:

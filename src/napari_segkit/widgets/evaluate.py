@@ -124,7 +124,7 @@ def evaluate(
             }
             for i in np.flatnonzero(shown)
         ]
-        rows.append({"class": "mean", "iou": s.mean_matched_iou, "dice": s.mean_dice})
+        rows.append({"class": "mean", "iou": s.mean_iou, "dice": s.mean_dice})
         rows.append({"class": "mean without 0", "iou": s.mean_iou_foreground})
         cls = t["class"][shown].astype(float)
         return EvaluationReport(
@@ -133,7 +133,7 @@ def evaluate(
             curves={"IoU": (cls, t["iou"][shown]), "Dice": (cls, t["dice"][shown])},
             plot_labels=("IoU and Dice per class", "class", "score"),
             summary=(
-                f"mean IoU {s.mean_matched_iou:.3f} (without class 0: {s.mean_iou_foreground:.3f}), "
+                f"mean IoU {s.mean_iou:.3f} (without class 0: {s.mean_iou_foreground:.3f}), "
                 f"mean Dice {s.mean_dice:.3f}, pixel accuracy {s.pixel_accuracy:.3f}"
             ),
         )
@@ -444,7 +444,9 @@ class EvaluateWidget(Container):
             if offset + axis not in self._viewer.dims.displayed:
                 self._viewer.dims.set_point(offset + axis, value)
         shown = [a - offset for a in self._viewer.dims.displayed if a >= offset]
-        self._viewer.camera.center = tuple(world[shown])
+        scene = getattr(self._viewer, "scene", None)  # napari >= 0.9: viewer.scene.camera
+        camera = scene.camera if scene is not None else self._viewer.camera
+        camera.center = tuple(world[shown])
         layer.selected_data = {i}
         kind, label = layer.features["kind"].iloc[i], layer.features["label"].iloc[i]
         self.status.value = f"error {i + 1}/{n}: {kind} (label {label})\n{ERROR_LEGEND}"
