@@ -46,6 +46,9 @@ def hub(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_unet_path(tmp_path_factory):
     """A tiny instance U-Net trained on generated nuclei for this test run (see tiny_unet.py)."""
+    from napari_segkit.models.devices import hide_triton
+
+    hide_triton()  # triton's LLVM crashes next to Mesa's GL once a napari canvas exists
     pytest.importorskip("torch")
     from tiny_unet import make_tiny_unet
 
