@@ -55,8 +55,8 @@ def main() -> None:
     ]
     caption = (
         f"labels, centres = kmeans_segment(photo, k={k}, {CENTERS}=True); "
-        "cluster_color_image(labels, centres): every pixel painted with its cluster's centre "
-        "colour. Labels are ordered by brightness (1 = darkest centre). K-means clusters colours "
+        f"{cluster_color_image.__name__}(labels, centres): every pixel painted with its "
+        "cluster's centre colour. Labels are ordered by brightness (1 = darkest centre). K-means clusters colours "
         "only, not places: the black helmet and the flag's dark blue corner share cluster 1."
     )
     save(figure(panels, caption=caption), args.out, "kmeans_colors", started)
