@@ -99,7 +99,7 @@ def main() -> None:
     if a.context:
         # context: k-means has several near-equal optima on this image, so a single full fit is
         # itself only one of them. Inertia on all pixels says which solution is the better one.
-        _, centres = kmeans_segment(img, k=a.k, seed=a.seed, return_centres=True)
+        _, centres = kmeans_segment(img, k=a.k, seed=a.seed, return_centers=True)
         print(
             f"inertia on all pixels: full fit {full.inertia_:.5e}, ours {inertia(pixels, ours, centres):.5e}"
         )

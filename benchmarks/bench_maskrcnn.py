@@ -98,6 +98,7 @@ def ours(
     res = mr.predict_instances(
         stack,
         model,
+        diameter=mr.object_diameter(model),  # the model's own size: no estimate, no rescaling
         score_threshold=score,
         max_detections=cap,
         batch_size=batch,

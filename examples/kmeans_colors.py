@@ -21,11 +21,7 @@ from skimage import data
 
 from napari_segkit.algorithms import kmeans
 
-# the names are US-spelled from version 0.2 (cluster_color_image, return_centers)
-if hasattr(kmeans, "cluster_color_image"):
-    cluster_color_image, CENTERS = kmeans.cluster_color_image, "return_centers"
-else:
-    cluster_color_image, CENTERS = kmeans.cluster_colour_image, "return_centres"
+cluster_color_image, CENTERS = kmeans.cluster_color_image, "return_centers"
 
 
 def main() -> None:

@@ -46,7 +46,10 @@ def test_command_ids_follow_the_convention(manifest):
     menu_cmds = {item.command for item in menus["napari/layers/segment"]}
     menu_cmds |= {item.command for item in menus.get("napari/layers/measure", [])}
     # Train makes models, not layers: a dock widget outside the layers menus
-    assert widget_cmds == menu_cmds | {"napari-segkit.make_train_widget"}
+    assert widget_cmds == menu_cmds | {
+        "napari-segkit.make_train_widget",
+        "napari-segkit.make_batch_widget",
+    }
     assert "napari-segkit.make_train_widget" not in menu_cmds
 
 

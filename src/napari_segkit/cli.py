@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io, params
+from .batch import add_batch_parser
 from .params import MethodSpec, Param
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -393,6 +394,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     *(partial(add_method_parser, name=name) for name in METHOD_COMMANDS),
     add_weights_parser,
     add_train_parser,
+    add_batch_parser,
 ]
 
 

@@ -6,6 +6,9 @@ the tests and the scripts that train the repo's small models.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -190,38 +193,50 @@ def _gradient(shape: tuple[int, ...], rng: np.random.Generator, amount: float) -
     return 1.0 + np.float32(amount) * (np.float32(np.cos(phi)) * x + np.float32(np.sin(phi)) * y)
 
 
-def _radius_table(rng: np.random.Generator, family: str) -> np.ndarray:
-    """Relative radius r(theta) on ``_NLUT`` angles in [-pi, pi), scaled so mean(r^2) == 1.
+_FAMILIES = {  # aspect range, harmonics, harmonic amplitude
+    "round": ((1.0, 1.35), (3, 7), 0.04),  # mildly elongated, lumpy: not an ellipse
+    "elongated": ((1.5, 2.6), (3, 6), 0.03),
+    "kidney": ((1.3, 1.9), (3, 6), 0.03),  # + a dent in the middle of one long side
+    "irregular": ((1.0, 1.6), (2, 9), 0.11),  # many lobes
+}
 
-    ``mean(r^2) == 1`` makes the shape's area pi * r_eq^2 once multiplied by the equivalent radius.
+
+def _radius_tables(rng: np.random.Generator, families: Sequence[str]) -> np.ndarray:
+    """Relative radius r(theta)^2 on ``_NLUT`` angles in [-pi, pi), one row per shape, scaled so
+    that mean(r^2) == 1 (the area is then pi r_eq^2 once multiplied by r_eq^2).
+
+    Each row: an ellipse of random aspect and orientation, times 1 + a few random Fourier
+    harmonics (higher ones weaker); kidney shapes get a Gaussian dent on one long side.
     """
+    families = np.asarray(families)
+    n = len(families)
+    out = np.empty((n, _NLUT), np.float32)
     theta = np.arange(_NLUT) * (2 * np.pi / _NLUT) - np.pi
-    rot = rng.uniform(0, np.pi)
-    if family == "round":  # mildly elongated, lumpy: not an ellipse
-        aspect = rng.uniform(1.0, 1.35)
-        ks, amp = np.arange(3, 7), 0.04
-    elif family == "elongated":
-        aspect = rng.uniform(1.5, 2.6)
-        ks, amp = np.arange(3, 6), 0.03
-    elif family == "kidney":
-        aspect = rng.uniform(1.3, 1.9)
-        ks, amp = np.arange(3, 6), 0.03
-    else:  # "irregular": many lobes
-        aspect = rng.uniform(1.0, 1.6)
-        ks, amp = np.arange(2, 9), 0.11
-    t = theta - rot
-    r = 1.0 / np.sqrt(np.cos(t) ** 2 + (aspect * np.sin(t)) ** 2)  # ellipse, major axis 1
-    scale = amp * ks[0] / ks  # smooth: higher harmonics weaker
-    coef = rng.normal(0, 1, len(ks)) * scale
-    phase = rng.uniform(0, 2 * np.pi, len(ks))
-    r = r * (1.0 + (coef[:, None] * np.cos(ks[:, None] * theta[None, :] + phase[:, None])).sum(0))
-    if family == "kidney":  # a dent in the middle of one long side
-        side = rot + np.pi / 2 + (np.pi if rng.random() < 0.5 else 0.0)
-        d = np.angle(np.exp(1j * (theta - side)))
-        r = r * (1.0 - rng.uniform(0.2, 0.4) * np.exp(-0.5 * (d / rng.uniform(0.35, 0.6)) ** 2))
-    r = np.maximum(r, 0.25 * r.mean())
-    r2 = r * r
-    return (r2 / r2.mean()).astype(np.float32)
+    for family, ((a_lo, a_hi), (k_lo, k_hi), amp) in _FAMILIES.items():
+        rows = np.flatnonzero(families == family)
+        m = len(rows)
+        if m == 0:
+            continue
+        rot = rng.uniform(0, np.pi, (m, 1))
+        aspect = rng.uniform(a_lo, a_hi, (m, 1))
+        t = theta[None, :] - rot
+        r = 1.0 / np.sqrt(np.cos(t) ** 2 + (aspect * np.sin(t)) ** 2)  # ellipse, major axis 1
+        ks = np.arange(k_lo, k_hi)
+        coef = rng.normal(0, 1, (m, len(ks))) * (amp * ks[0] / ks)
+        phase = rng.uniform(0, 2 * np.pi, (m, len(ks)))
+        # sum_k c cos(k theta + phi) = (c cos phi) @ cos(k theta) - (c sin phi) @ sin(k theta)
+        kt = ks[:, None] * theta[None, :]
+        r = r * (1.0 + (coef * np.cos(phase)) @ np.cos(kt) - (coef * np.sin(phase)) @ np.sin(kt))
+        if family == "kidney":
+            side = rot + np.pi / 2 + np.pi * (rng.random((m, 1)) < 0.5)
+            d = np.angle(np.exp(1j * (theta[None, :] - side)))
+            depth = rng.uniform(0.2, 0.4, (m, 1))
+            width = rng.uniform(0.35, 0.6, (m, 1))
+            r = r * (1.0 - depth * np.exp(-0.5 * (d / width) ** 2))
+        r = np.maximum(r, 0.25 * r.mean(1, keepdims=True))
+        r2 = r * r
+        out[rows] = r2 / r2.mean(1, keepdims=True)
+    return out
 
 
 def _stamp_2d(
@@ -269,45 +284,73 @@ def _place(
     A new clump (or an isolated object) starts at a random position at least ``1.05 (ri + rj)``
     from every placed object; a clump member goes against a random member of the current clump at
     ``U(*overlap) (ri + rj)``, and at least ``overlap[0] (ri + rk)`` from all others. Objects that
-    find no place after a few tries are dropped (their centre is NaN).
+    find no place after 8 tries are dropped (their centre is NaN). Neighbours are looked up in a
+    grid of cells as wide as the largest distance checked, so the cost grows linearly with n.
     """
     n, nd = len(radii), len(extent)
+    tries = 8
     centres = np.full((n, nd), np.nan)
+    if n == 0:
+        return centres
     lo = -margin * radii[:, None] * np.ones(nd)
-    hi = extent[None, :] + margin * radii[:, None]
+    span = extent[None, :] + 2 * margin * radii[:, None]
+    # all random numbers drawn up front (vectorized)
+    starts = lo[:, None, :] + rng.random((n, tries, nd)) * span[:, None, :]
+    dirs = rng.normal(size=(n, tries, nd))
+    if nd == 3:
+        dirs[..., 0] *= 0.5  # clumps spread mostly in the plane
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True) + 1e-12
+    gaps = rng.uniform(overlap[0], overlap[1], (n, tries))
+    picks = rng.random((n, tries))
+    in_clump = rng.random(n) < p_clump
+    sizes = rng.geometric(1.0 / clump_mean, n)
+    cell = 1.05 * 2 * float(radii.max())
+    grid: dict[tuple[int, ...], list[int]] = {}
+    offsets = list(np.ndindex(*(3,) * nd))
+    c_list = [None] * n
+    r_list = radii.tolist()
+    lo_list, hi_list = lo.tolist(), (lo + span).tolist()
     clump: list[int] = []
     clump_left = 0
-    placed = np.zeros(n, bool)
     for i in range(n):
-        r = radii[i]
+        r = r_list[i]
         if clump_left <= 0 or not clump:
             clump = []
-            clump_left = int(rng.geometric(1.0 / clump_mean)) if rng.random() < p_clump else 1
-        for _ in range(8):
+            clump_left = int(sizes[i]) if in_clump[i] else 1
+        for k in range(tries):
             if not clump:
-                pos = rng.uniform(lo[i], hi[i])
+                pos = starts[i, k].tolist()
                 factor = 1.05
             else:
-                j = clump[int(rng.integers(len(clump)))]
-                u = rng.normal(size=nd)
-                if nd == 3:
-                    u[0] *= 0.5  # clumps spread mostly in the plane
-                u /= np.linalg.norm(u) + 1e-12
-                pos = centres[j] + u * (r + radii[j]) * rng.uniform(*overlap)
-                if np.any(pos < lo[i]) or np.any(pos > hi[i]):
+                j = clump[int(picks[i, k] * len(clump))]
+                step = (r + r_list[j]) * gaps[i, k]
+                pos = [c + step * u for c, u in zip(c_list[j], dirs[i, k].tolist(), strict=True)]
+                if any(p < a or p > b for p, a, b in zip(pos, lo_list[i], hi_list[i], strict=True)):
                     continue
                 factor = overlap[0]
-            if placed.any():
-                d = np.sqrt(((centres[placed] - pos) ** 2).sum(1))
-                if np.any(d < factor * (r + radii[placed])):
-                    continue
-            centres[i] = pos
-            placed[i] = True
+            key = tuple(math.floor(p / cell) for p in pos)
+            clash = False
+            for off in offsets:
+                for m in grid.get(tuple(a + b - 1 for a, b in zip(key, off, strict=True)), ()):
+                    d2 = sum((p - q) ** 2 for p, q in zip(pos, c_list[m], strict=True))
+                    lim = factor * (r + r_list[m])
+                    if d2 < lim * lim:
+                        clash = True
+                        break
+                if clash:
+                    break
+            if clash:
+                continue
+            c_list[i] = pos
+            grid.setdefault(key, []).append(i)
             clump.append(i)
             clump_left -= 1
             break
         else:
             clump_left = 0  # could not grow this clump: start another one
+    for i, c in enumerate(c_list):
+        if c is not None:
+            centres[i] = c
     return centres
 
 
@@ -452,9 +495,11 @@ def realistic_nuclei(
     best = np.ones(shape, np.float32)
     labels = np.zeros(shape, np.int32)
     ok = np.flatnonzero(~np.isnan(centres[:, 0]))
-    for value, i in enumerate(ok, start=1):
-        lut2 = _radius_table(rng, families[i]) * np.float32(radii[i] ** 2)
-        _stamp_2d(best, labels, centres[i, 0], centres[i, 1], lut2, value)
+    tables = _radius_tables(rng, [families[i] for i in ok])
+    for value, (i, table) in enumerate(zip(ok, tables, strict=True), start=1):
+        _stamp_2d(
+            best, labels, centres[i, 0], centres[i, 1], table * np.float32(radii[i] ** 2), value
+        )
     n_lab = len(ok)
 
     # -- per-nucleus brightness: log-normal with dim and bright subsets
@@ -501,9 +546,10 @@ def realistic_nuclei(
     if n_debris:
         dbest = np.ones(shape, np.float32)
         dlab = np.zeros(shape, np.int32)
+        tables = _radius_tables(rng, ["round"] * n_debris)
         for j in range(n_debris):
             r = rng.uniform(0.8, min(3.0, max(1.2, 0.12 * med)))
-            lut2 = _radius_table(rng, "round") * np.float32(r * r)
+            lut2 = tables[j] * np.float32(r * r)
             _stamp_2d(dbest, dlab, rng.uniform(0, h), rng.uniform(0, w), lut2, j + 1)
         dval = np.concatenate([[0], np.exp(rng.normal(0.3, 0.6, n_debris))]).astype(np.float32)
         sharp += dval[dlab]
@@ -524,9 +570,10 @@ def realistic_nuclei(
     if n_blobs:
         bbest = np.ones(shape, np.float32)
         blab = np.zeros(shape, np.int32)
+        tables = _radius_tables(rng, ["round"] * n_blobs)
         for j in range(n_blobs):
             r = med * rng.uniform(0.4, 0.8)
-            lut2 = _radius_table(rng, "round") * np.float32(r * r)
+            lut2 = tables[j] * np.float32(r * r)
             _stamp_2d(bbest, blab, rng.uniform(0, h), rng.uniform(0, w), lut2, j + 1)
         bval = np.concatenate([[0], rng.uniform(0.1, 0.4, n_blobs)]).astype(np.float32)
         far += bval[blab]

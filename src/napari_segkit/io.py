@@ -169,7 +169,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, overwrite: bool
         else:
             import tifffile
 
-            tifffile.imwrite(tmp, labels, compression="zlib")
+            # one grey page per plane: a (3|4, Y, X) stack is not RGB
+            tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack")
     return path
 
 

@@ -229,6 +229,19 @@ class MethodSpec:
         return getattr(importlib.import_module(module), name)
 
 
+#: Parameters every deep-learning method shares (declared once, used by each method's declaration).
+DEVICE = Param(
+    "device",
+    str,
+    "auto",
+    "Where the network runs: auto picks CUDA, then MPS, then the CPU.",
+    choices=(("auto", "auto"), ("cuda", "cuda"), ("mps", "mps"), ("cpu", "cpu")),
+)
+HALF = Param(
+    "half", bool, True, "float16 on the GPU (ignored on the CPU).", label="half precision on GPU"
+)
+
+
 def register(spec: MethodSpec) -> MethodSpec:
     """Add ``spec`` to :data:`METHODS` (done by each algorithm module at import)."""
     METHODS[spec.name] = spec

@@ -9,8 +9,10 @@ from napari_segkit.algorithms.image import (
     apply_blockwise,
     check_image,
     finite_values,
+    guess_channel_axis,
     guess_rgb,
     iter_blocks,
+    prepare_input,
     to_channels_last,
     to_grey,
 )
@@ -176,3 +178,105 @@ def test_stack_mode(shape, kwargs, expected):
 
     nd, reason = stack_mode(shape, **kwargs)
     assert nd == expected and reason
+
+
+# ---- prepare_input: the one reading of an image's layout (widget, command line, recipes) -----
+
+
+def test_prepare_input_rgb_channels_and_labels_shape():
+    inp = prepare_input(np.zeros((8, 16, 16, 3), np.uint8))  # napari's rule: RGB
+    assert inp.rgb and inp.channel_axis is None and inp.labels_shape == (8, 16, 16)
+    assert (inp.spatial_ndim, inp.stack_reason) == (
+        3,
+        "3D image: a z-stack, segmented as one volume",
+    )
+    inp = prepare_input(np.zeros((2, 5, 16, 16)), channel_axis=-4, channel=1)
+    assert (inp.channel_axis, inp.channel, inp.labels_shape) == (0, 1, (5, 16, 16))
+    assert inp.as_params() == {"channel_axis": 0, "channel": 1, "spatial_ndim": 3}
+    # a method that uses every channel does not check the channel
+    assert prepare_input(np.zeros((2, 8, 8)), channel_axis=0, channel=5, uses_all_channels=True)
+    # a method that cannot do volumes: plane by plane, whatever the stack option
+    assert (
+        prepare_input(np.zeros((4, 8, 8)), stack="volume", supports_volume=False).spatial_ndim == 2
+    )
+
+
+def test_prepare_input_stack_options_and_axis_labels():
+    vol = np.zeros((4, 8, 8))
+    assert prepare_input(vol, stack="planes").spatial_ndim == 2
+    assert prepare_input(vol, stack=2).spatial_ndim == 2
+    assert prepare_input(vol, stack="volume").stack_reason == ""
+    inp = prepare_input(vol, axis_labels=("t", "y", "x"))
+    assert inp.spatial_ndim == 2 and "time" in inp.stack_reason
+    # napari's axis_labels of an RGB layer leave out the color axis
+    inp = prepare_input(np.zeros((4, 8, 8, 3), np.uint8), axis_labels=("time", "y", "x"))
+    assert inp.spatial_ndim == 2 and "time" in inp.stack_reason
+    assert prepare_input(np.zeros((8, 8)), stack="volume").spatial_ndim == 2  # a 2D image
+
+
+@pytest.mark.parametrize(
+    "image, kwargs, match",
+    [
+        (np.zeros((8, 8, 2)), {"rgb": True}, "RGB needs 3"),
+        (np.zeros((8, 8, 3)), {"rgb": True, "channel_axis": 0}, "exclusive"),
+        (np.zeros((2, 8, 8)), {"channel_axis": 3}, "channel_axis=3 is out of range"),
+        (np.zeros((2, 8, 8)), {"channel_axis": 0, "channel": 2}, r"channel=2 .* 2 channels"),
+        (np.zeros((8, 2)), {"channel_axis": 1}, "1 spatial dimension"),
+        (np.zeros((8, 8)), {"stack": "sideways"}, "stack must be"),
+        (np.zeros((0, 8)), {}, "empty"),
+        (np.full((3000, 600), np.nan, np.float32), {}, "no finite value"),
+        (np.full((8, 8), np.inf), {}, "no finite value"),
+        ([], {"multiscale": True}, "no level"),
+    ],
+)
+def test_prepare_input_rejects(image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        prepare_input(image, **kwargs)
+
+
+def test_prepare_input_finds_a_finite_value_anywhere():
+    img = np.full((3000, 600), np.nan, np.float32)  # several slabs
+    img[-1, -1] = 1.0
+    assert prepare_input(img).data is img
+    assert prepare_input(da.full((8, 8), np.nan, chunks=4)).data.shape == (8, 8)  # not read
+
+
+def test_prepare_input_multiscale_dask_float16_and_other_arrays(monkeypatch):
+    import napari_segkit.algorithms.image as image_module
+
+    img = np.arange(64.0).reshape(8, 8)
+    inp = prepare_input([img, img[::2, ::2]])
+    assert inp.data is img and inp.notes == ()
+    monkeypatch.setattr(image_module, "HUGE_BYTES", 100)
+    inp = prepare_input([img, img[::2, ::2]], multiscale=True)
+    assert inp.data is img and "level 0 of 2" in inp.notes[0]
+    lazy = da.from_array(img.astype(np.float16), chunks=4)
+    inp = prepare_input(lazy)
+    assert isinstance(inp.data, da.Array) and inp.data.dtype == np.float32  # still lazy
+    assert prepare_input(img.astype(np.float16)).data.dtype == np.float32
+
+    class Other:  # an array that is neither numpy nor dask (zarr, h5py, ...): read lazily
+        shape, dtype, ndim = img.shape, img.dtype, 2
+
+        def __getitem__(self, key):
+            return img[key]
+
+    inp = prepare_input(Other())
+    assert isinstance(inp.data, da.Array)
+    np.testing.assert_array_equal(inp.data.compute(), img)
+
+
+@pytest.mark.parametrize(
+    "shape, rgb, expected",
+    [
+        ((64, 64, 2), False, 2),
+        ((3, 64, 64, 4), False, 3),
+        ((64, 64, 3), True, None),  # RGB
+        ((64, 64), False, None),
+        ((2, 64, 64), False, None),  # two channels or two planes: not guessed
+        ((64, 6, 3), False, None),  # the last axis is not short next to the one before
+        ((64, 64, 16), False, None),
+    ],
+)
+def test_guess_channel_axis(shape, rgb, expected):
+    assert guess_channel_axis(shape, rgb=rgb) == expected

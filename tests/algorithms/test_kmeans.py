@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from napari_segkit.algorithms import kmeans as km
-from napari_segkit.algorithms.kmeans import cluster_colour_image, kmeans_segment
+from napari_segkit.algorithms.kmeans import cluster_color_image, kmeans_segment
 
 # four RGB colours of different luminance, in shuffled order
 COLOURS = np.array([[200, 200, 40], [10, 20, 30], [220, 30, 30], [30, 90, 220]], np.uint8)
@@ -51,10 +51,10 @@ def test_doctest_example_and_centres_in_input_units():
     img = np.zeros((20, 20), np.uint8)
     img[:, 10:] = 200
     img[15:, :] = 90
-    labels, centres = kmeans_segment(img, k=3, return_centres=True)
+    labels, centres = kmeans_segment(img, k=3, return_centers=True)
     assert (labels[0, 0], labels[16, 0], labels[0, 19]) == (1, 2, 3)
     np.testing.assert_allclose(centres[:, 0], [0, 90, 200], atol=1e-3)
-    painted = cluster_colour_image(labels, centres, dtype=np.uint8)
+    painted = cluster_color_image(labels, centres, dtype=np.uint8)
     np.testing.assert_array_equal(painted[..., 0], img)
 
 
@@ -72,7 +72,7 @@ def test_deterministic_with_seed_and_independent_of_chunking(monkeypatch):
 def test_labels_independent_of_how_the_result_is_requested():
     img = data.coins()[::4, ::4]
     a = kmeans_segment(img, k=4, seed=7)
-    b, centres = kmeans_segment(img, k=4, seed=7, return_centres=True)
+    b, centres = kmeans_segment(img, k=4, seed=7, return_centers=True)
     np.testing.assert_array_equal(a, b)
     assert np.all(np.diff(centres[:, 0]) > 0)  # centres follow the label order
 
@@ -208,7 +208,7 @@ def test_k_out_of_range(k):
 def test_k_larger_than_distinct_colours():
     img = np.zeros((10, 10, 3), np.uint8)
     img[:5] = (255, 0, 0)
-    with pytest.raises(ValueError, match=r"k=3 .* distinct colour\(s\) in the image: 2"):
+    with pytest.raises(ValueError, match=r"k=3 .* distinct color\(s\) in the image: 2"):
         kmeans_segment(img, k=3)
     assert kmeans_segment(img, k=2).max() == 2
 
@@ -233,12 +233,12 @@ def test_bad_input(image, kwargs, match):
         kmeans_segment(image, k=2, **kwargs)
 
 
-def test_cluster_colour_image_checks():
+def test_cluster_color_image_checks():
     with pytest.raises(ValueError, match="labels must be integers"):
-        cluster_colour_image(np.array([[3]]), np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="centres"):
-        cluster_colour_image(np.array([[1]]), np.zeros(3))
-    out = cluster_colour_image(np.array([[0, 1]]), np.array([[300.0]]), dtype=np.uint8)
+        cluster_color_image(np.array([[3]]), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="centers"):
+        cluster_color_image(np.array([[1]]), np.zeros(3))
+    out = cluster_color_image(np.array([[0, 1]]), np.array([[300.0]]), dtype=np.uint8)
     np.testing.assert_array_equal(out[..., 0], [[0, 255]])
 
 
@@ -269,9 +269,9 @@ def test_progress_reports_and_can_stop_the_work(monkeypatch):
         ((data.astronaut()[::4, ::4].astype(np.uint16) * 200), {}),  # RGB uint16: big cells
     ],
 )
-def test_colour_table_gives_the_direct_labels(image, kwargs, monkeypatch):
+def test_color_table_gives_the_direct_labels(image, kwargs, monkeypatch):
     fast = kmeans_segment(image, k=6, **kwargs)
-    monkeypatch.setattr(km, "_colour_table", lambda *a, **k: None)
+    monkeypatch.setattr(km, "_color_table", lambda *a, **k: None)
     direct = kmeans_segment(image, k=6, **kwargs)
     np.testing.assert_array_equal(fast, direct)
 

@@ -35,8 +35,6 @@ def test_importing_the_package_does_not_import_torch():
         "napari_segkit.models.devices, napari_segkit.models.weights, "
         "napari_segkit.models.checkpoints, napari_segkit.models.paste, "
         "napari_segkit.models.normalize, napari_segkit.models.unet, "
-        "napari_segkit.models.semantic, napari_segkit.models.tiling, "
-        "napari_segkit.algorithms.watershed, napari_segkit.algorithms.panoptic, "
         "napari_segkit.algorithms.instances, napari_segkit.cli, napari_segkit.widgets.maskrcnn; "
         "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; "
         "assert not bad, bad"
@@ -58,18 +56,18 @@ def test_detects_nuclei_on_a_fresh_image(model):
     )
     res = mr.predict_instances(img, model)
     score = match_instances(res.labels, truth, iou_threshold=0.5)
-    assert score.f1 >= 0.9, score
+    assert score["f1"] >= 0.9, score
     assert score.mean_matched_iou >= 0.8, score
 
 
 def test_crowded_touching_image_beyond_a_cap_of_100(model):
     img, truth = synthetic_nuclei((512, 512), n_nuclei=260, radius=(6, 12), touching=True, seed=77)
-    res = mr.predict_instances(img, model)
+    res = mr.predict_instances(img, model, diameter=16)  # the model's own size: no rescaling
     assert res.params["max_detections"] == 256  # follows the area, not a fixed 100
     assert res.n_objects > 200
     score = match_instances(res.labels, truth, iou_threshold=0.5)
-    assert score.f1 >= 0.8, score
-    capped = mr.predict_instances(img, model, max_detections=10)
+    assert score["f1"] >= 0.8, score
+    capped = mr.predict_instances(img, model, diameter=16, max_detections=10)
     assert capped.n_objects == 10
     np.testing.assert_allclose(capped.table["score"], res.table["score"][:10], atol=1e-5)
 
@@ -142,12 +140,14 @@ def test_tiling_merges_objects_on_tile_borders(model):
     assert len(plan) == 9
     straddling = objects_on_core_borders(truth, plan)
     assert len(straddling) >= 10
-    whole = mr.predict_instances(img, model)
-    tiled = mr.predict_instances(img, model, tile_size=160, tile_overlap=40, batch_size=4)
+    whole = mr.predict_instances(img, model, diameter=16)
+    tiled = mr.predict_instances(
+        img, model, diameter=16, tile_size=160, tile_overlap=40, batch_size=4
+    )
     # the same objects, one ID each, as without tiles
-    assert match_instances(tiled.labels, whole.labels).f1 >= 0.97
+    assert match_instances(tiled.labels, whole.labels)["f1"] >= 0.97
     score = match_instances(tiled.labels, truth)
-    assert score.f1 >= 0.9, score
+    assert score["f1"] >= 0.9, score
     for i in straddling:
         gt = truth == i
         ids, counts = np.unique(tiled.labels[gt], return_counts=True)
@@ -165,11 +165,11 @@ def test_tiling_merges_objects_on_tile_borders(model):
 def test_stack_ids_are_unique_and_planes_match_single_runs(model):
     planes = [synthetic_nuclei((160, 160), n_nuclei=25, seed=s)[0] for s in (1, 2, 3)]
     stack = np.stack(planes)
-    res = mr.predict_instances(stack, model, batch_size=2)  # batches straddle planes
+    res = mr.predict_instances(stack, model, diameter=18, batch_size=2)  # batches straddle planes
     assert res.labels.shape == stack.shape
     offset = 0
     for k, plane in enumerate(planes):
-        single = mr.predict_instances(plane, model)
+        single = mr.predict_instances(plane, model, diameter=18)
         ids = set(np.unique(res.labels[k])) - {0}
         assert min(ids) > offset
         expected = np.where(single.labels > 0, single.labels + offset, 0)
@@ -184,7 +184,7 @@ def test_input_dtypes_and_dask_give_the_same_objects(model):
     img16, _ = synthetic_nuclei((160, 160), n_nuclei=25, seed=8)
     ref = mr.predict_instances(img16, model).labels
     as_float = img16.astype(np.float32) / 40000.0
-    assert match_instances(mr.predict_instances(as_float, model).labels, ref).f1 >= 0.95
+    assert match_instances(mr.predict_instances(as_float, model).labels, ref)["f1"] >= 0.95
     import dask.array as da
 
     lazy = da.from_array(np.stack([img16, img16]), chunks=(1, 80, 80))
@@ -193,7 +193,7 @@ def test_input_dtypes_and_dask_give_the_same_objects(model):
     np.testing.assert_array_equal(res.labels[0], ref)
     np.testing.assert_array_equal(res.labels[1], np.where(ref > 0, ref + n, 0))
     rgb = np.repeat(np.clip(img16 / 200, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-    assert match_instances(mr.predict_instances(rgb, model).labels, ref).f1 >= 0.9
+    assert match_instances(mr.predict_instances(rgb, model).labels, ref)["f1"] >= 0.9
 
 
 def test_class_filter_progress_and_cancel(model):
@@ -242,7 +242,9 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
 
 def test_checkpoint_round_trips(model, tmp_path):
     img, _ = synthetic_nuclei((128, 128), n_nuclei=12, seed=9)
-    ref = mr.predict_instances(img, model).labels
+    # the saved copies record no object_diameter: they work at the image's own resolution, as
+    # the shipped model does for diameter=16 (its own size)
+    ref = mr.predict_instances(img, model, diameter=16).labels
     st = model.module.state_dict()
     safe = mr.save_checkpoint(
         model.module,
@@ -369,4 +371,4 @@ def test_gpu_half_matches_cpu(model):
     img, _ = synthetic_nuclei((512, 512), n_nuclei=150, seed=11)
     cpu = mr.predict_instances(img, model).labels
     gpu = mr.predict_instances(img, "nuclei", device="cuda", half=True).labels
-    assert match_instances(gpu, cpu).f1 >= 0.97
+    assert match_instances(gpu, cpu)["f1"] >= 0.97

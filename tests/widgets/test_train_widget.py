@@ -218,3 +218,19 @@ def test_out_of_memory_suggests_a_smaller_batch(viewer, dock, shown, monkeypatch
     assert w.train(blocking=True) is None
     assert "out of memory" in shown[-1] and "batch_size=1" in shown[-1]
     assert w.train_button.enabled and not w.running
+
+
+def test_widget_defaults_are_the_engines(dock):
+    """The widget trains with train()'s defaults (the fine-tuning benchmark relies on it)."""
+    import inspect
+
+    from napari_segkit.models import training
+
+    defaults = {k: p.default for k, p in inspect.signature(training.train).parameters.items()}
+    w = dock()
+    kw = w.train_kwargs()
+    for key in ("epochs", "steps_per_epoch", "batch_size", "patch_size", "learning_rate"):
+        assert kw[key] == defaults[key], key
+    for key in ("val_fraction", "annotation", "task", "model", "device", "max_seconds"):
+        assert kw[key] == defaults[key], key
+    assert kw["start_from"] == "nuclei" and "architecture" not in kw

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,14 +71,14 @@ def guess_rgb(shape: tuple[int, ...]) -> bool:
 def to_channels_last(
     image: Any, *, rgb: bool | None = None, channel_axis: int | None = None
 ) -> Any:
-    """Return ``image`` with its colour/channel axis last, or with a length-1 channel axis if grey.
+    """Return ``image`` with its color/channel axis last, or with a length-1 channel axis if grey.
 
     Parameters
     ----------
     image : array-like
         Grey, RGB/RGBA (channels last) or multichannel image, numpy or dask.
     rgb : bool, optional
-        Whether the last axis holds RGB(A) colour. ``None`` guesses as napari does.
+        Whether the last axis holds RGB(A) color. ``None`` guesses as napari does.
     channel_axis : int, optional
         Axis holding the channels of a multichannel (non-RGB) image.
 
@@ -90,9 +91,7 @@ def to_channels_last(
     if rgb is None:
         rgb = channel_axis is None and guess_rgb(tuple(image.shape))
     if rgb and channel_axis is not None:
-        raise ValueError(
-            "rgb=True and channel_axis are exclusive: an RGB image has its colour last"
-        )
+        raise ValueError("rgb=True and channel_axis are exclusive: an RGB image has its color last")
     if rgb:
         if image.shape[-1] not in (3, 4):
             raise ValueError(
@@ -300,11 +299,12 @@ def stack_mode(
     Parameters
     ----------
     shape : tuple of int
-        The data's shape, colour/channel axis included.
+        The data's shape, color/channel axis included.
     axis_labels : sequence of str, optional
-        One label per axis of ``shape`` (napari's ``layer.axis_labels``; a TIFF file's axes).
+        One label per axis of ``shape`` (a TIFF file's axes), or napari's ``layer.axis_labels``
+        (which has none for an RGB axis).
     rgb : bool
-        The last axis is RGB(A) colour.
+        The last axis is RGB(A) color.
     channel_axis : int, optional
         The axis of the channels of a multichannel image.
 
@@ -323,6 +323,8 @@ def stack_mode(
     if channel_axis is not None:
         axes.remove(channel_axis % len(shape))
     labels = [None] * len(shape) if axis_labels is None else list(axis_labels)
+    if rgb and len(labels) == len(shape) - 1:  # napari's axis_labels leave out the RGB axis
+        labels.append("rgb")
     if len(labels) != len(shape):  # labels that do not fit the data tell nothing
         labels = [None] * len(shape)
     spatial = len(axes)
@@ -337,3 +339,229 @@ def stack_mode(
     if spatial == 3:
         return 3, "3D image: a z-stack, segmented as one volume"
     return 3, f"{spatial}D image: each 3D volume segmented as a whole"
+
+
+# ---- the one place that reads an image's layout (widget, command line, recipes) -----------------
+
+#: ``stack`` option values: what the user may pick, as text (command line, recipes) or as the
+#: widget's numbers (0 auto, 2 plane by plane, 3 whole volumes)
+STACK_OPTIONS = {"auto": 0, "planes": 2, "volume": 3, 0: 0, 2: 2, 3: 3}
+#: level 0 of a multiscale image above this size (bytes) is "huge": a note tells the user
+HUGE_BYTES = 2**30
+
+
+@dataclass
+class InputImage:
+    """An image ready for a method, and how it is read: what :func:`prepare_input` returns.
+
+    ``data`` is level 0 of a multiscale image, numpy or dask (still lazy), float16 converted to
+    float32. ``rgb``, ``channel_axis`` (non-negative or None), ``channel`` and ``spatial_ndim``
+    are the keywords every method takes; ``stack_reason`` says why ``stack="auto"`` chose
+    ``spatial_ndim``; ``notes`` are lines the user should see (e.g. a huge multiscale level 0).
+    """
+
+    data: Any
+    rgb: bool = False
+    channel_axis: int | None = None
+    channel: int = 0
+    spatial_ndim: int = 2
+    stack_reason: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def labels_shape(self) -> tuple[int, ...]:
+        """The shape of the labels a method gives: the data's without its color/channel axis."""
+        shape = list(self.data.shape)
+        if self.rgb:
+            shape.pop()
+        elif self.channel_axis is not None:
+            del shape[self.channel_axis]
+        return tuple(int(n) for n in shape)
+
+    def as_params(self) -> dict:
+        """The input options recorded next to a method's parameters (layer metadata)."""
+        return {
+            "channel_axis": self.channel_axis,
+            "channel": self.channel,
+            "spatial_ndim": self.spatial_ndim,
+        }
+
+
+def guess_channel_axis(shape: Sequence[int], *, rgb: bool = False) -> int | None:
+    """The channel axis a layout implies, or None: a short last axis (2 to 8) after a long one.
+
+    napari shows a ``(Y, X, 2)`` image as 64 planes of ``(X, 2)`` pixels; such a last axis is
+    almost surely channels (microscopes write channels last as often as first). A leading axis
+    is not guessed: ``(2, Y, X)`` may be two channels or two z-planes.
+
+    Examples
+    --------
+    >>> guess_channel_axis((64, 64, 2))
+    2
+    >>> guess_channel_axis((5, 64, 64)) is None, guess_channel_axis((64, 64, 3), rgb=True) is None
+    (True, True)
+    """
+    shape = tuple(int(n) for n in shape)
+    if rgb or len(shape) < 3:
+        return None
+    if 2 <= shape[-1] <= 8 and shape[-2] >= 4 * shape[-1]:
+        return len(shape) - 1
+    return None
+
+
+def _level0(image: Any, multiscale: bool | None) -> tuple[Any, list[str]]:
+    """Level 0 of a multiscale image (a sequence of arrays), and a note if it is huge."""
+    if multiscale is None:
+        multiscale = (
+            isinstance(image, list | tuple)
+            and len(image) > 0
+            and all(hasattr(level, "shape") and hasattr(level, "dtype") for level in image)
+        )
+    if not multiscale:
+        return image, []
+    levels = list(image)
+    if not levels:
+        raise ValueError("image is an empty multiscale pyramid (no level)")
+    data = levels[0]
+    notes = []
+    nbytes = int(np.prod(data.shape, dtype=np.float64)) * np.dtype(data.dtype).itemsize
+    if nbytes > HUGE_BYTES:
+        notes.append(
+            f"multiscale image: segmenting its full-resolution level 0 of {len(levels)} "
+            f"({' x '.join(str(n) for n in data.shape)}, {nbytes / 2**30:.1f} GiB); "
+            "this takes a while: crop it for a quicker try"
+        )
+    return data, notes
+
+
+def _lazy(data: Any) -> Any:
+    """numpy and dask arrays as they are; another array (zarr, h5py, ...) as a lazy dask array."""
+    if isinstance(data, np.ndarray) or hasattr(data, "dask"):
+        return data
+    if hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__"):
+        import dask.array as da
+
+        return da.from_array(data, chunks="auto")
+    return np.asarray(data)
+
+
+def _has_finite(data: np.ndarray, chunk: int = 1 << 20) -> bool:
+    """Whether a float array has a finite value: read slab by slab, stopping at the first."""
+    step = max(1, chunk // max(1, int(np.prod(data.shape[1:]))))
+    return any(np.isfinite(data[i : i + step]).any() for i in range(0, data.shape[0], step))
+
+
+def prepare_input(
+    image: Any,
+    *,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int = 0,
+    stack: str | int = "auto",
+    axis_labels: Sequence[str] | None = None,
+    multiscale: bool | None = None,
+    uses_all_channels: bool = False,
+    supports_volume: bool = True,
+) -> InputImage:
+    """Read how a method should see ``image``: the one place for the widget, CLI and recipes.
+
+    Nothing is computed (dask stays lazy); the layout is checked, and a numpy float image must
+    have a finite value (read until the first one is found).
+
+    Parameters
+    ----------
+    image : array-like or sequence of array-like
+        Grey, RGB/RGBA (channels last) or multichannel; any number of dimensions; numpy, dask or
+        another array (zarr: read lazily through dask); or the levels of a multiscale image, of
+        which level 0 (full resolution) is used. float16 becomes float32; bool stays bool.
+    rgb : bool, optional
+        The last axis is RGB(A) color; ``None`` guesses as napari does (last axis of 3 or 4).
+    channel_axis : int, optional
+        The axis of the channels of a multichannel image (exclusive with ``rgb``).
+    channel : int
+        The channel a single-channel method segments (checked against the channel axis).
+    stack : {'auto', 'planes', 'volume'} or {0, 2, 3}
+        Stacks: each 2D plane on its own, each 3D volume as a whole, or decided from the axes
+        (``auto``: see :func:`stack_mode`).
+    axis_labels : sequence of str, optional
+        One label per axis (napari's ``layer.axis_labels``, which leaves out an RGB axis; a
+        TIFF file's axes), read by ``stack='auto'``.
+    multiscale : bool, optional
+        ``image`` is a list of levels; ``None`` decides from its type (a list of arrays).
+    uses_all_channels : bool
+        The method uses every channel (``channel`` is not checked).
+    supports_volume : bool
+        The method can process whole 3D volumes (otherwise always plane by plane).
+
+    Returns
+    -------
+    InputImage
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: not an image (empty, non-numeric, fewer than 2 dimensions; a numpy
+        image without a finite value: dask is not read here), ``rgb``
+        with a last axis that is not 3 or 4 long, a channel axis or channel out of range, fewer
+        than 2 spatial dimensions once the channel axis is set aside, an unknown ``stack``.
+
+    Examples
+    --------
+    >>> inp = prepare_input(np.zeros((64, 64, 2), np.float16), channel_axis=-1)
+    >>> inp.channel_axis, inp.data.dtype, inp.labels_shape, inp.spatial_ndim
+    (2, dtype('float32'), (64, 64), 2)
+    >>> prepare_input(np.zeros((40, 64, 64))).stack_reason
+    '3D image: a z-stack, segmented as one volume'
+    >>> prepare_input(np.zeros((2, 64, 64)), channel_axis=0, channel=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: channel=2 is out of range: axis 0 has 2 channels (0..1)
+    """
+    data, notes = _level0(image, multiscale)
+    data = check_image(_lazy(data))
+    if np.dtype(data.dtype) == np.float16:  # few algorithms take float16; exact in float32
+        data = data.astype(np.float32)
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not _has_finite(data):
+        raise ValueError("image has no finite value (all NaN or infinite)")
+    shape = tuple(int(n) for n in data.shape)
+    if rgb is None:
+        rgb = channel_axis is None and guess_rgb(shape)
+    rgb = bool(rgb)
+    if rgb and channel_axis is not None:
+        raise ValueError("rgb=True and channel_axis are exclusive: an RGB image has its color last")
+    if rgb and shape[-1] not in (3, 4):
+        raise ValueError(f"rgb=True but the last axis has length {shape[-1]}; RGB needs 3, RGBA 4")
+    if channel_axis is not None:
+        channel_axis = _check_axis(int(channel_axis), len(shape), "channel_axis")
+        n = shape[channel_axis]
+        if not uses_all_channels and not -n <= int(channel) < n:
+            raise ValueError(
+                f"channel={channel} is out of range: axis {channel_axis} has {n} channels "
+                f"(0..{n - 1})"
+            )
+    spatial = len(shape) - (1 if rgb or channel_axis is not None else 0)
+    if spatial < 2:
+        raise ValueError(
+            f"image of shape {shape} has {spatial} spatial dimension(s) once its "
+            f"{'color' if rgb else 'channel'} axis is set aside; at least 2 are needed"
+        )
+    if stack not in STACK_OPTIONS:
+        raise ValueError(f"stack must be one of 'auto', 'planes', 'volume'; got {stack!r}")
+    spatial_ndim, reason = 2, ""
+    if supports_volume:
+        spatial_ndim = STACK_OPTIONS[stack]
+        if spatial_ndim == 0:
+            spatial_ndim, reason = stack_mode(
+                shape, axis_labels=axis_labels, rgb=rgb, channel_axis=channel_axis
+            )
+        if spatial < 3:
+            spatial_ndim = 2
+    return InputImage(
+        data=data,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        channel=int(channel),
+        spatial_ndim=spatial_ndim,
+        stack_reason=reason,
+        notes=tuple(notes),
+    )

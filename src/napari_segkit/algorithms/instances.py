@@ -263,7 +263,9 @@ def features_table(
         )
     table: dict[str, np.ndarray] = {}
     if index is not None:
-        index = np.asarray(index, dtype=np.int64).reshape(n, -1)
+        index = np.asarray(index, dtype=np.int64)
+        if index.ndim != 2:  # (N, K) as it is, even with no row (a plane without objects)
+            index = index.reshape(n, -1)
         for k in range(index.shape[1]):
             table[f"axis{k}"] = index[:, k]
     table["label"] = np.asarray(labels, dtype=np.int64)

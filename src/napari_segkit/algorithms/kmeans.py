@@ -1,33 +1,33 @@
-"""K-means clustering segmentation: pixels grouped by colour (and optionally position).
+"""K-means clustering segmentation: pixels grouped by color (and optionally position).
 
 Fast and memory-bounded on large images and stacks: the model is fitted on a seeded random sample
 of pixels drawn from the whole image (one model for a whole stack, so a label means the same thing
-in every slice), then every pixel is assigned to its nearest centre chunk by chunk, writing straight
+in every slice), then every pixel is assigned to its nearest center chunk by chunk, writing straight
 into a preallocated ``uint8`` output. Pure numpy/scipy/scikit-learn; no napari, no Qt.
 
 Features
 --------
-- **Colour.** Grey: the value. RGB/RGBA: R, G, B (alpha dropped), all three divided by one common
-  scale, so colour distances are those of the classic "k-means on pixel colours" recipe.
+- **Color.** Grey: the value. RGB/RGBA: R, G, B (alpha dropped), all three divided by one common
+  scale, so color distances are those of the classic "k-means on pixel colors" recipe.
   Multichannel: each channel divided by its own robust range, so that a uint16 channel does not
   outweigh a uint8 one. The robust range is the 1st to 99th percentile of the sampled values
   (the full sampled range if that is empty; 1 if the channel is constant).
 - **Position** (``spatial_weight > 0``). The pixel's coordinates along the spatial axes (the last
   ``spatial_ndim`` axes), divided by the largest of those axes' lengths and multiplied by
   ``spatial_weight``: with ``spatial_weight=1`` crossing the whole image costs as much as crossing the
-  whole colour range, so clusters become spatially compact.
+  whole color range, so clusters become spatially compact.
 - **Smoothing** (``smoothing > 0``). A Gaussian of that sigma (pixels) over the spatial axes of each
   plane/volume before clustering; exact, computed in strips with a halo so memory stays bounded.
 
 Speed: the fit uses scikit-learn's ``KMeans`` (float32) on the sample; the assignment computes
 ``argmin_j ||c_j||^2 - 2 x.c_j`` in float32 strips of about a million pixels, two strips at a time in
-threads. For unsigned-integer colour-only input (uint8/uint16 grey, RGB, up to 3 channels; no
-smoothing, no position) a lookup table from colour to label, exact by construction, replaces most
+threads. For unsigned-integer color-only input (uint8/uint16 grey, RGB, up to 3 channels; no
+smoothing, no position) a lookup table from color to label, exact by construction, replaces most
 of that arithmetic.
 
-Labels are ordered by centre brightness: 1 is the darkest cluster, ``k`` the brightest. Brightness
-is the luminance (0.2125 R + 0.7154 G + 0.0721 B) of the centre colour for RGB, the value for grey,
-and the mean of the scaled channels for multichannel. Ties are broken by the centre's features in
+Labels are ordered by center brightness: 1 is the darkest cluster, ``k`` the brightest. Brightness
+is the luminance (0.2125 R + 0.7154 G + 0.0721 B) of the center color for RGB, the value for grey,
+and the mean of the scaled channels for multichannel. Ties are broken by the center's features in
 order. NaN pixels (any channel) are left out of the fit and labelled 0.
 """
 
@@ -63,14 +63,14 @@ SPEC = register(
         name="kmeans",
         title="K-means",
         function="napari_segkit.algorithms.kmeans:kmeans_segment",
-        description="k-means clustering of pixel colours: label 1 = darkest ... k = brightest.",
+        description="k-means clustering of pixel colors: label 1 = darkest ... k = brightest.",
         uses_all_channels=True,
         params=(
             Param(
                 "k",
                 int,
                 3,
-                "Number of colour clusters; label 1 = darkest, k = brightest.",
+                "Number of color clusters; label 1 = darkest, k = brightest.",
                 label="clusters (k)",
                 min=K_MIN,
                 max=K_MAX,
@@ -80,7 +80,7 @@ SPEC = register(
                 "spatial_weight",
                 float,
                 0.0,
-                "Weight of pixel position (0: colour only); larger gives compact clusters.",
+                "Weight of pixel position (0: color only); larger gives compact clusters.",
                 min=0.0,
                 max=100.0,
                 step=0.1,
@@ -110,7 +110,7 @@ SPEC = register(
                 "n_init",
                 int,
                 3,
-                "k-means++ initialisations tried on the sample; the best is kept.",
+                "k-means++ initializations tried on the sample; the best is kept.",
                 min=1,
                 max=50,
             ),
@@ -129,7 +129,7 @@ SPEC = register(
 _CHUNK_VALUES = 1 << 23
 #: threads assigning strips at the same time (each holds one strip's temporaries)
 _THREADS = 2
-#: cells of the colour lookup table (2**18: 256 KB), its safety margin, its 'compute me' mark
+#: cells of the color lookup table (2**18: 256 KB), its safety margin, its 'compute me' mark
 _TABLE_BITS = 18
 _TABLE_MARGIN = 1e-3
 _UNSURE = 255
@@ -169,7 +169,7 @@ def _chunks(spatial: tuple[int, ...], sn: int, pixels: int) -> list[_Chunk]:
 
 
 class _Reader:
-    """Reads strips of the channels-last image as float32 feature rows (colour part, unscaled)."""
+    """Reads strips of the channels-last image as float32 feature rows (color part, unscaled)."""
 
     def __init__(self, chans: Any, sn: int, smoothing: float):
         self.chans = chans
@@ -188,7 +188,7 @@ class _Reader:
         return arr.reshape(-1, arr.shape[-1])
 
     def values(self, c: _Chunk) -> np.ndarray:
-        """The strip's (smoothed) colour values, ``(n, C)``, float32 when smoothed."""
+        """The strip's (smoothed) color values, ``(n, C)``, float32 when smoothed."""
         if not self.halo:
             return self.raw(c)
         a = max(0, c.r0 - self.halo)
@@ -197,7 +197,7 @@ class _Reader:
         sigma = (self.smoothing,) * self.sn + (0.0,)
         finite = np.isfinite(arr) if self.is_float else None
         if finite is not None and not finite.all():
-            # normalised convolution: NaN pixels neither spread nor count; they stay NaN
+            # normalized convolution: NaN pixels neither spread nor count; they stay NaN
             weight = finite.astype(np.float32)
             arr[~finite] = 0
             num = ndi.gaussian_filter(arr, sigma, mode="nearest")
@@ -246,27 +246,27 @@ def _robust_scale(values: np.ndarray, joint: bool) -> tuple[np.ndarray, np.ndarr
     return lo_arr, scale_arr
 
 
-def _brightness(colours: np.ndarray, rgb: bool) -> np.ndarray:
-    """The ordering key of each centre (rows of ``colours``, in scaled units)."""
+def _brightness(colors: np.ndarray, rgb: bool) -> np.ndarray:
+    """The ordering key of each center (rows of ``colors``, in scaled units)."""
     if rgb:
-        return colours[:, :3] @ LUMA.astype(np.float64)
-    return colours.mean(axis=1)
+        return colors[:, :3] @ LUMA.astype(np.float64)
+    return colors.mean(axis=1)
 
 
-def _colour_table(
+def _color_table(
     dtype: Any,
     n_chan: int,
-    centres: np.ndarray,
+    centers: np.ndarray,
     lo: np.ndarray,
     scale: np.ndarray,
     nearest: Any,
 ) -> tuple[int, int, np.ndarray] | None:
-    """A lookup table from (coarsened) colour to label, for unsigned-integer colour-only features.
+    """A lookup table from (coarsened) color to label, for unsigned-integer color-only features.
 
-    The colour is cut to ``bits`` per channel (dropping ``shift`` low bits) so the table has at most
-    2**18 cells. When ``shift`` is 0 every cell is one colour and its label is computed exactly as a
-    pixel's is. Otherwise a cell gets a label only if its whole box of colours lies, with a margin,
-    inside one centre's Voronoi region (checked at the box corners, where the linear difference of
+    The color is cut to ``bits`` per channel (dropping ``shift`` low bits) so the table has at most
+    2**18 cells. When ``shift`` is 0 every cell is one color and its label is computed exactly as a
+    pixel's is. Otherwise a cell gets a label only if its whole box of colors lies, with a margin,
+    inside one center's Voronoi region (checked at the box corners, where the linear difference of
     two squared distances peaks); the other cells are marked unsure and their pixels are computed
     one by one. Either way the labels equal those of the direct computation.
     """
@@ -287,15 +287,15 @@ def _colour_table(
     box_lo = ((cells << shift) - lo) / scale
     box_hi = ((cells << shift) + ((1 << shift) - 1) - lo) / scale
     mid = (box_lo + box_hi) / 2
-    cc = (centres**2).sum(axis=1)
-    best = np.argmin(cc[None, :] - 2 * mid @ centres.T, axis=1)
+    cc = (centers**2).sum(axis=1)
+    best = np.argmin(cc[None, :] - 2 * mid @ centers.T, axis=1)
     sure = np.ones(len(cells), dtype=bool)
-    cb = centres[best]  # (n, C)
-    for i in range(len(centres)):
-        a = cb - centres[i]  # d_best - d_i = (|cb|^2 - |ci|^2) - 2 x.a, largest at a corner
+    cb = centers[best]  # (n, C)
+    for i in range(len(centers)):
+        a = cb - centers[i]  # d_best - d_i = (|cb|^2 - |ci|^2) - 2 x.a, largest at a corner
         worst = cc[best] - cc[i] + np.maximum(-2 * a * box_lo, -2 * a * box_hi).sum(axis=1)
         sure &= (best == i) | (worst < -_TABLE_MARGIN)
-    # the labels of sure cells, computed exactly as a pixel's (at the cell's first colour)
+    # the labels of sure cells, computed exactly as a pixel's (at the cell's first color)
     cell_lut = np.full(len(cells), _UNSURE, dtype=np.uint8)
     if sure.any():
         cell_lut[sure] = nearest((cells[sure] << shift).astype(dtype))
@@ -316,12 +316,12 @@ def kmeans_segment(
     rgb: bool | None = None,
     channel_axis: int | None = None,
     progress: ProgressCallback | None = None,
-    return_centres: bool = False,
+    return_centers: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Segment an image by k-means clustering of its pixel colours.
+    """Segment an image by k-means clustering of its pixel colors.
 
     The model is fitted on a seeded random sample of at most ``sample_size`` pixels drawn from the
-    whole image or stack, then every pixel is assigned to its nearest centre in chunks, so memory
+    whole image or stack, then every pixel is assigned to its nearest center in chunks, so memory
     stays bounded (the output plus a few tens of MB). See the module docstring for the features,
     their scaling and the ordering rule.
 
@@ -333,39 +333,39 @@ def kmeans_segment(
     k : int
         Number of clusters, 2 to 32.
     seed : int or None
-        Seed of the pixel sample and of the k-means initialisation; the same seed gives the same
+        Seed of the pixel sample and of the k-means initialization; the same seed gives the same
         labels.
     sample_size : int
         Pixels used to fit the model (all of them if the image has fewer). Must be at least ``k``.
     n_init : int
-        k-means++ initialisations tried on the sample; the best is kept.
+        k-means++ initializations tried on the sample; the best is kept.
     spatial_weight : float
-        Weight of the pixel coordinates (0: colour only). Larger values give compact clusters.
+        Weight of the pixel coordinates (0: color only). Larger values give compact clusters.
     smoothing : float
         Sigma in pixels of a Gaussian applied over the spatial axes before clustering (0: none).
     spatial_ndim : {2, 3}
         The trailing axes that are spatial (for coordinates and smoothing): 2 for slice by slice,
         3 for a volume. Either way one model serves the whole stack.
     rgb, channel_axis
-        How to read colour/channels; see :func:`napari_segkit.algorithms.image.to_channels_last`.
+        How to read color/channels; see :func:`napari_segkit.algorithms.image.to_channels_last`.
     progress : callable, optional
         ``progress(done, total)`` after each chunk; it may raise to stop the work.
-    return_centres : bool
-        Also return the centre colours.
+    return_centers : bool
+        Also return the center colors.
 
     Returns
     -------
     labels : ndarray of uint8
         The image's shape without its channel axis; 1..k ordered from darkest to brightest, 0 for
         NaN pixels.
-    centres : ndarray of float64, shape (k, C)
-        Only with ``return_centres``: row ``i`` is the mean colour (in the input's units, smoothed
+    centers : ndarray of float64, shape (k, C)
+        Only with ``return_centers``: row ``i`` is the mean color (in the input's units, smoothed
         if ``smoothing``) of label ``i + 1``.
 
     Raises
     ------
     ValueError
-        For k outside 2..32 or larger than the number of distinct colours, a bad ``sample_size``,
+        For k outside 2..32 or larger than the number of distinct colors, a bad ``sample_size``,
         ``n_init``, ``spatial_weight`` or ``smoothing``, or an empty, all-NaN or non-numeric image.
 
     Examples
@@ -443,7 +443,7 @@ def kmeans_segment(
     if reader.halo and reader.is_float:  # a NaN-free pixel cannot become NaN by smoothing, but:
         sample = sample[np.isfinite(sample).all(axis=1)]
 
-    # 2. scaling, distinct colours, the fit
+    # 2. scaling, distinct colors, the fit
     lo, scale = _robust_scale(sample[:, :n_chan], joint=bool(rgb))
     sample[:, :n_chan] -= lo
     sample[:, :n_chan] /= scale
@@ -452,34 +452,34 @@ def kmeans_segment(
         sample[:, n_chan:] *= xy_factor
     distinct = len(np.unique(sample, axis=0))
     if distinct < k:
-        what = "distinct colour(s)" if not use_xy else "distinct colour-and-position feature(s)"
+        what = "distinct color(s)" if not use_xy else "distinct color-and-position feature(s)"
         where = "the image" if m == n_valid else f"a sample of {m} pixels of the image"
         raise ValueError(f"k={k} is larger than the number of {what} in {where}: {distinct}")
     # float32 fits about twice as fast; the scaled features are O(1), so nothing is lost
     model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(sample.astype(np.float32))
-    centres = model.cluster_centers_.astype(np.float64)
+    centers = model.cluster_centers_.astype(np.float64)
     done += 1
     report(progress, done, total)
 
-    # 3. order: 1 = darkest ... k = brightest; ties by the centre's features in order
-    keys = [centres[:, j] for j in range(n_feat - 1, -1, -1)]
-    order = np.lexsort(keys + [_brightness(centres[:, :n_chan], bool(rgb))])
+    # 3. order: 1 = darkest ... k = brightest; ties by the center's features in order
+    keys = [centers[:, j] for j in range(n_feat - 1, -1, -1)]
+    order = np.lexsort(keys + [_brightness(centers[:, :n_chan], bool(rgb))])
     lut = np.zeros(k, dtype=np.uint8)
     lut[order] = np.arange(1, k + 1, dtype=np.uint8)
 
     # 4. assign every pixel in chunks: argmin ||c||^2 - 2 x.c, in float32; x = (v - lo) / scale,
-    # with the 1 / scale folded into the centres so a chunk costs one cast-and-subtract pass
-    weights = centres.T * -2.0
+    # with the 1 / scale folded into the centers so a chunk costs one cast-and-subtract pass
+    weights = centers.T * -2.0
     weights[:n_chan] /= scale[:, None]
     weights = np.ascontiguousarray(weights, dtype=np.float32)
-    cc = (centres**2).sum(axis=1).astype(np.float32)
+    cc = (centers**2).sum(axis=1).astype(np.float32)
     # subtract the offset in float32 where that is exact (small integers, float32 input)
     small = np.dtype(chans.dtype).itemsize <= 2 or np.dtype(chans.dtype) == np.float32
     lo32 = lo.astype(np.float32) if small else lo
     labels = np.zeros(spatial, dtype=np.uint8)
 
     def nearest(values: np.ndarray, coords: np.ndarray | None = None) -> np.ndarray:
-        """Ordered labels (uint8) of feature rows: colour ``values`` (n, C), scaled ``coords``."""
+        """Ordered labels (uint8) of feature rows: color ``values`` (n, C), scaled ``coords``."""
         x = np.empty((len(values), n_feat), dtype=np.float32)
         np.subtract(values, lo32, out=x[:, :n_chan], casting="unsafe")
         if coords is not None:
@@ -493,7 +493,7 @@ def kmeans_segment(
 
     table = None
     if not use_xy and not reader.halo:
-        table = _colour_table(chans.dtype, n_chan, centres, lo, scale, nearest)
+        table = _color_table(chans.dtype, n_chan, centers, lo, scale, nearest)
 
     def assign(c: _Chunk) -> None:
         out = labels[c.lead + (slice(c.r0, c.r1),)].reshape(-1)  # a view: strips are contiguous
@@ -527,25 +527,25 @@ def kmeans_segment(
                 f.cancel()
             raise
 
-    if not return_centres:
+    if not return_centers:
         return labels
-    colours = centres[order, :n_chan] * scale + lo
-    return labels, colours
+    colors = centers[order, :n_chan] * scale + lo
+    return labels, colors
 
 
-def cluster_colour_image(
-    labels: np.ndarray, centres: np.ndarray, *, dtype: Any = np.float32
+def cluster_color_image(
+    labels: np.ndarray, centers: np.ndarray, *, dtype: Any = np.float32
 ) -> np.ndarray:
-    """Paint each pixel with its cluster's centre colour (the classic k-means "posterised" image).
+    """Paint each pixel with its cluster's center color (the classic k-means "posterised" image).
 
     Parameters
     ----------
     labels : ndarray of int
         Labels 0..k from :func:`kmeans_segment`; 0 (NaN pixels) is painted 0.
-    centres : ndarray, shape (k, C)
-        Centre colours, row ``i`` for label ``i + 1`` (``return_centres=True``).
+    centers : ndarray, shape (k, C)
+        Center colors, row ``i`` for label ``i + 1`` (``return_centers=True``).
     dtype : dtype
-        The output dtype; integer dtypes get rounded, clipped centre values.
+        The output dtype; integer dtypes get rounded, clipped center values.
 
     Returns
     -------
@@ -555,21 +555,21 @@ def cluster_colour_image(
     Examples
     --------
     >>> labels = np.array([[1, 2], [2, 0]], np.uint8)
-    >>> cluster_colour_image(labels, np.array([[10.0, 0, 0], [0, 0, 250]]), dtype=np.uint8)[0, 1]
+    >>> cluster_color_image(labels, np.array([[10.0, 0, 0], [0, 0, 250]]), dtype=np.uint8)[0, 1]
     array([  0,   0, 250], dtype=uint8)
     """
-    centres = np.asarray(centres, dtype=np.float64)
-    if centres.ndim != 2 or len(centres) == 0:
-        raise ValueError(f"centres must be a (k, C) array; got shape {centres.shape}")
+    centers = np.asarray(centers, dtype=np.float64)
+    if centers.ndim != 2 or len(centers) == 0:
+        raise ValueError(f"centers must be a (k, C) array; got shape {centers.shape}")
     labels = np.asarray(labels)
-    if labels.dtype.kind not in "ui" or (labels.size and int(labels.max()) > len(centres)):
+    if labels.dtype.kind not in "ui" or (labels.size and int(labels.max()) > len(centers)):
         raise ValueError(
-            f"labels must be integers 0..{len(centres)} (one centre per label); "
+            f"labels must be integers 0..{len(centers)} (one center per label); "
             f"got dtype {labels.dtype}, max {labels.max() if labels.size else None}"
         )
     dtype = np.dtype(dtype)
-    table = np.zeros((len(centres) + 1, centres.shape[1]), dtype=np.float64)
-    table[1:] = centres
+    table = np.zeros((len(centers) + 1, centers.shape[1]), dtype=np.float64)
+    table[1:] = centers
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         table = np.clip(np.rint(table), info.min, info.max)

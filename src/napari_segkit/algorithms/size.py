@@ -323,13 +323,22 @@ def _component_stats(
 def _diameter_from_stats(stats: dict, ndim: int) -> float:
     """Median object size from component statistics, as an equivalent diameter.
 
-    Components much thinner than the typical radius (noise specks, debris) are ignored, and so
-    are components cut by the array border when enough others remain. Each component counts as
+    Components much thinner than the typical radius or much smaller than the typical object
+    (noise specks, debris) are ignored, and so are components cut by the array border when enough
+    others remain; with at least 5 components of one object each, only those are measured. Each component counts as
     ``count`` objects of ``size / count``.
     """
     if stats["size"].size == 0:
         return float("nan")
     keep = stats["rmax"] >= 0.4 * stats["r0"]
+    # objects far smaller than the typical one (noise specks, however many) are not objects: the
+    # typical size here is the area-weighted median, which specks cannot move
+    per = stats["size"] / stats["count"]
+    if keep.any():
+        order = np.argsort(per[keep])
+        cum = np.cumsum(stats["size"][keep][order])
+        typical = float(per[keep][order][np.searchsorted(cum, cum[-1] / 2)])
+        keep &= per >= 0.15 * typical
     inner = keep & ~stats["border"]
     if stats["count"][inner].sum() >= 3:
         keep = inner
@@ -355,10 +364,22 @@ def estimate_diameter(
 ) -> float:
     """Estimate the typical object diameter in an image, without a model.
 
-    Otsu foreground (of a log-compressed, lightly smoothed copy), then for each connected
-    component: its area (volume) and its number of objects, counted as the prominent maxima of the
-    distance transform (touching objects have one maximum each, separated by a neck). The result is
-    the equivalent diameter of the median object size, each component's objects weighing once.
+    1. The image is measured at a resolution where objects are ~14 pixels wide (block-averaged
+       for large objects, upsampled for objects under 8 pixels; found by iterating from full
+       resolution), smoothed more if it is noisy.
+    2. Foreground by :func:`foreground_mask`: background subtracted, each object cut at half its
+       own height (blur, haze and brightness do not change its size).
+    3. For each connected component: its area (volume) and its number of objects, the maxima of
+       its distance transform at least 0.6 typical radius apart (touching objects have one each,
+       separated by a neck). Specks, components much smaller than the typical object and, when
+       enough remain, components cut by the border are ignored.
+    4. With at least 5 single-object components, the median of their equivalent diameters;
+       otherwise the median over all objects (each component as ``count`` objects of
+       ``area / count``).
+
+    Measured on generated images (:func:`napari_segkit.datasets.realistic_nuclei`, both
+    configurations, median diameters 5-100 px): mostly within +-10 %, about 1 image in 8 off by
+    20-30 % (see ``tests/algorithms/test_size.py``).
 
     Parameters
     ----------
@@ -412,17 +433,33 @@ def _downsample(block: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
 _WORK_DIAMETER = 14.0
 
 
+def _noise_left(noise: float, smooth: Any, scale: tuple[float, ...]) -> float:
+    """Noise left after smoothing by ``smooth`` working pixels, i.e. ``smooth / scale`` input
+    pixels (block means average noise down; linear upsampling does not, but correlates it)."""
+    out = noise * _smoothed_noise_factor([m / z for m, z in zip(smooth, scale, strict=True)])
+    if all(z <= 1.0 for z in scale):
+        out /= float(np.sqrt(np.prod([1.0 / z for z in scale])))
+    return out
+
+
 def _block_stats(block: np.ndarray, spacing: tuple[float, ...], dark: bool) -> dict:
     """Component statistics at a resolution where objects are ~``_WORK_DIAMETER`` pixels wide.
 
     First at full resolution; if objects look larger, again on a block-averaged copy (which also
     averages noise and texture away); if they look smaller, on a linearly upsampled copy (so that
-    the smoothing and the pixel grid do not inflate small objects); until the scale agrees with
-    the estimate.
+    the smoothing and the pixel grid do not inflate small objects; kept only if it does not
+    shrink the estimate by a third, i.e. break noisy objects apart); until the scale agrees with
+    the estimate. A noisy image (noise after smoothing > 8 % of the 95th-40th percentile range)
+    is smoothed more, up to a fifth of the object size.
     """
     scale = (1.0,) * block.ndim  # working pixels per input pixel, per axis
     stats = None
     noise = noise_sigma(block)
+    sample = block.reshape(-1)[:: max(1, block.size // 100000)].astype(np.float64)
+    lo, hi = np.percentile(sample, [40, 95])
+    signal = float(hi - lo)  # a rough object-over-background level
+    d_work = None  # the object diameter in working pixels, once estimated
+    d_prev = float("nan")
     for _ in range(3):
         if all(s == 1.0 for s in scale):
             work = block.astype(np.float32, copy=False)
@@ -435,17 +472,23 @@ def _block_stats(block: np.ndarray, spacing: tuple[float, ...], dark: bool) -> d
         sp = tuple(s / z for s, z in zip(spacing, scale, strict=True))
         if min(work.shape) < 8:
             break
-        # the noise left after smoothing by 1 working pixel, i.e. 1 / scale input pixels (block
-        # means average noise down; linear upsampling does not, but correlates it)
-        smooth = [max(1.0, 0.7 * z) for z in scale]  # >= 0.7 input pixels
-        left = noise * _smoothed_noise_factor([m / z for m, z in zip(smooth, scale, strict=True)])
-        if all(z <= 1.0 for z in scale):
-            left /= float(np.sqrt(np.prod([1.0 / z for z in scale])))
-        mask = foreground_mask(work, dark=dark, smooth=smooth, noise=left)
-        stats = _component_stats(mask, sp)
-        d = _diameter_from_stats(stats, block.ndim)
+        smooth = np.array([max(1.0, 0.7 * z) for z in scale])  # >= 0.7 input pixels
+        left = _noise_left(noise, smooth, scale)
+        if signal > 0 and left > 0.08 * signal:
+            # noisy: smooth more (noise falls as sigma ** (-ndim / 2)), up to 1/5 of an object
+            cap = 2.5 if d_work is None else max(1.0, 0.2 * d_work)
+            grow = (left / (0.08 * signal)) ** (2.0 / block.ndim)
+            smooth = np.minimum(smooth * grow, np.maximum(smooth, cap))
+            left = _noise_left(noise, smooth, scale)
+        mask = foreground_mask(work, dark=dark, smooth=smooth.tolist(), noise=left)
+        new = _component_stats(mask, sp)
+        d = _diameter_from_stats(new, block.ndim)
+        if stats is not None and max(scale) > 1 and not d >= 0.67 * d_prev:
+            break  # upsampling broke objects apart (noise): keep the full-resolution answer
+        stats, d_prev = new, d
         if not np.isfinite(d):
             break
+        d_work = d * scale[-1] / spacing[-1]
         want = []
         for s in spacing:
             z = _WORK_DIAMETER * s / d  # zoom that makes objects _WORK_DIAMETER wide

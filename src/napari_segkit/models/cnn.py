@@ -26,7 +26,7 @@ import numpy as np
 
 from ..algorithms import panoptic
 from ..algorithms.image import ProgressCallback
-from ..params import MethodSpec, Param, checked, register
+from ..params import DEVICE, HALF, MethodSpec, Param, checked, register
 
 #: What the widget offers: the shipped nuclei U-Nets first, then torchvision's semantic models.
 MODEL_CHOICES = [
@@ -138,20 +138,8 @@ SPEC = register(
                 none_label="all",
                 when=lambda v: v.get("output") in ("instance", "panoptic"),
             ),
-            Param(
-                "device",
-                str,
-                "auto",
-                "Where the network runs: auto picks CUDA, then MPS, then the CPU.",
-                choices=(("auto", "auto"), ("cuda", "cuda"), ("mps", "mps"), ("cpu", "cpu")),
-            ),
-            Param(
-                "half",
-                bool,
-                True,
-                "float16 on the GPU (ignored on the CPU).",
-                label="half precision on GPU",
-            ),
+            DEVICE,
+            HALF,
             Param(
                 "tile_size",
                 int,

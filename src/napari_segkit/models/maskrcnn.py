@@ -20,13 +20,18 @@ What every model shares lives next door: :mod:`.devices` (device, precision),
 :mod:`.checkpoints` (reading and writing checkpoint files), :mod:`.paste` (mask pasting) and
 :mod:`.normalize` (input scaling).
 
-Inference (:func:`predict_instances`) runs at the image's native resolution, tile by tile, batched;
-masks stay on the device and are pasted all at once into an int32 label image, the only large
-array that comes back to the CPU.
+Inference (:func:`predict_instances`) rescales each plane so that its objects have the size the
+model was trained at (its checkpoint's ``object_diameter`` over the image's ``diameter``, given or
+estimated by :func:`estimate_diameter`), then runs tile by tile, batched; masks stay on the device
+and are pasted, at the image's full resolution, all at once into an int32 label image, the only
+large array that comes back to the CPU. A z-stack (``spatial_ndim=3``) keeps each plane's evidence
+(mask probability x score) instead and becomes 3D objects
+(:func:`napari_segkit.algorithms.stitch.objects_from_plane_maps`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -50,7 +55,7 @@ from . import checkpoints as ckpt
 from .devices import configure_cudnn, resolve_device
 from .devices import use_half as half_on_device
 from .normalize import normalization_range
-from .paste import paste_masks
+from .paste import paste_masks, paste_scores
 from .weights import SHIPPED_MODELS as _SHIPPED
 from .weights import (
     WeightsUnavailableError,  # noqa: F401  (raised by load_model; kept importable from here)
@@ -219,6 +224,7 @@ def save_checkpoint(
     normalization: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     half: bool = False,
+    object_diameter: float | None = None,
 ) -> Path:
     """Save a model as safetensors, with everything needed to rebuild and feed it in the metadata.
 
@@ -239,6 +245,9 @@ def save_checkpoint(
         Anything else worth keeping (training data, image size statistics, scores): JSON-able.
     half : bool
         Store floating-point tensors as float16 (half the size; loaded back as float32).
+    object_diameter : float, optional
+        The object diameter in pixels the model was trained at (:func:`predict_instances`
+        rescales images to it); ``None`` for a model trained at many sizes (COCO).
 
     Examples
     --------
@@ -257,6 +266,7 @@ def save_checkpoint(
         "num_classes": n,
         "class_names": [str(c) for c in class_names],
         "normalization": normalization or DEFAULT_NORMALIZATION,
+        "object_diameter": None if object_diameter is None else float(object_diameter),
         "extra": extra or {},
     }
     return ckpt.save_checkpoint(state, path, metadata, half=half)
@@ -415,11 +425,15 @@ def clear_model_cache() -> None:
 class InstanceResult:
     """What :func:`predict_instances` returns.
 
-    ``labels``: int32, the image's shape without its channel axis; IDs 1..N per plane by
-    descending score, offset so that they are unique across a stack. ``table``: one row per
-    detection (:func:`napari_segkit.algorithms.instances.features_table`). ``empty_labels``: IDs
-    of detections left with no pixel (covered by higher-scoring ones); they stay in the table with
-    area 0.
+    ``labels``: int32, the image's shape without its channel axis; IDs 1..N per plane (or per
+    volume) by descending score, offset so that they are unique across a stack (with
+    ``link_frames``, an object keeps its ID from frame to frame instead). ``table``: one row per
+    object (:func:`napari_segkit.algorithms.instances.features_table` in 2D; 3D objects get
+    ``bbox_z0 .. bbox_x1`` and ``centroid_z, centroid_y, centroid_x``). ``empty_labels``: IDs of
+    detections left with no pixel (covered by higher-scoring ones); they stay in the table with
+    area 0. ``diameter``: the object diameter (pixels of the image's Y/X grid) the image was
+    segmented for, given or estimated; ``None`` for a model that records no working size (the
+    image is then segmented at its own resolution).
     """
 
     labels: np.ndarray
@@ -427,6 +441,7 @@ class InstanceResult:
     empty_labels: np.ndarray
     class_names: list[str]
     params: dict[str, Any]
+    diameter: float | None = None
 
     @property
     def n_objects(self) -> int:
@@ -437,6 +452,7 @@ def predict_instances(
     image: Any,
     model: str | os.PathLike | LoadedModel = "nuclei",
     *,
+    diameter: float | None = None,
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
     max_detections: int | None = None,
@@ -449,6 +465,9 @@ def predict_instances(
     rgb: bool | None = None,
     channel_axis: int | None = None,
     channel: int = 0,
+    spatial_ndim: int = 2,
+    spacing: Sequence[float] | None = None,
+    link_frames: bool = False,
     nms_threshold: float = 0.5,
     progress: ProgressCallback | None = None,
 ) -> InstanceResult:
@@ -457,15 +476,25 @@ def predict_instances(
     Parameters
     ----------
     image : array-like
-        Grey, RGB or multichannel; 2D, or a 3D / time stack processed plane by plane (the planes
-        are batched on the GPU). numpy or dask (read one plane at a time). Grey, 16-bit and
-        multichannel images are percentile-normalized per plane and made 3-channel.
+        Grey, RGB or multichannel; 2D, or a stack: plane by plane (a time-lapse, the planes
+        batched on the GPU) or, with ``spatial_ndim=3``, z-stacks made into 3D objects. numpy or
+        dask (read one plane at a time). Grey, 16-bit and multichannel images are
+        percentile-normalized per plane and made 3-channel.
     model : str, path or LoadedModel
         See :func:`load_model`.
+    diameter : float, optional
+        Typical object diameter in pixels. The image is rescaled by the model's
+        ``object_diameter`` (the size it was trained at; see :func:`object_diameter`) divided by
+        this, segmented, and the masks are pasted back at full resolution. ``None`` (auto)
+        estimates it from the image (:func:`estimate_diameter`); a model that records no
+        ``object_diameter`` (the COCO models) works at the image's own resolution and takes no
+        diameter.
     score_threshold : float
         Detections scoring lower are dropped (0..1).
     mask_threshold : float
-        A pixel belongs to an instance where its mask probability exceeds this (0..1).
+        A pixel belongs to an instance where its mask probability exceeds this (0..1). In 3D, a
+        voxel is foreground where the mask probability x score of its plane's detections exceeds
+        0.7 times it.
     max_detections : int, optional
         Cap per tile; ``None`` follows the tile area
         (:func:`~napari_segkit.algorithms.instances.auto_max_detections`: 1024 for 1024 x 1024).
@@ -477,14 +506,26 @@ def predict_instances(
     half : bool
         float16 autocast on a CUDA device (ignored on the CPU).
     tile_size, tile_overlap : int
-        Planes larger than ``tile_size`` are cut into tiles overlapping by at least
-        ``tile_overlap`` pixels (at least the largest object's diameter); each object is kept by
-        the one tile that holds its box centre, so it gets one ID and is never duplicated.
+        Planes larger than ``tile_size`` (in the rescaled image the model sees) are cut into tiles
+        overlapping by at least ``tile_overlap`` pixels (at least the largest object's diameter at
+        the model's scale); each object is kept by the one tile that holds its box centre, so it
+        gets one ID and is never duplicated.
     batch_size : int
         Tiles (or planes) per forward pass.
     rgb, channel_axis, channel
         How to read the image's channels (see :func:`napari_segkit.algorithms.image.to_channels_last`);
         ``channel`` picks the channel of an image that has neither 1 nor 3.
+    spatial_ndim : {2, 3}
+        2: every plane on its own (a time-lapse). 3: the last three axes are a z-stack; the
+        planes' detections are merged into 3D objects by a seeded watershed over their stacked
+        foreground maps (:func:`napari_segkit.algorithms.stitch.objects_from_plane_maps`).
+    spacing : sequence of float, optional
+        Pixel size of the ``spatial_ndim`` axes (napari's layer scale), e.g. ``(2.0, 0.5, 0.5)``
+        for a z-step 4 times the pixel size: 3D objects are built in these units. ``None``:
+        isotropic.
+    link_frames : bool
+        Relabel a stack's frames (axis 0: time points of planes or of volumes) so that an object
+        keeps its ID from frame to frame where it overlaps (:func:`napari_segkit.algorithms.stitch.link_frames`).
     nms_threshold : float
         IoU above which the lower-scoring of two same-class detections is suppressed.
     progress : callable, optional
@@ -499,8 +540,8 @@ def predict_instances(
     >>> from napari_segkit.datasets import synthetic_nuclei
     >>> img, _ = synthetic_nuclei((256, 256), n_nuclei=30, seed=3)
     >>> res = predict_instances(img, "nuclei", device="cpu")  # doctest: +SKIP
-    >>> res.labels.max() == res.n_objects  # doctest: +SKIP
-    True
+    >>> res.labels.max() == res.n_objects, round(res.diameter)  # doctest: +SKIP
+    (True, 17)
     """
     import torch
 
@@ -517,23 +558,67 @@ def predict_instances(
         )
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if spatial_ndim not in (2, 3):
+        raise ValueError(f"spatial_ndim must be 2 or 3; got {spatial_ndim!r}")
+    if diameter is not None:
+        try:
+            diameter = float(diameter)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"diameter must be a number of pixels or None; got {diameter!r}"
+            ) from None
+        if not math.isfinite(diameter) or diameter <= 0:
+            raise ValueError(f"diameter must be a positive number of pixels; got {diameter!r}")
     image = check_image(image)
-    chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
-    if chans.ndim < 3:
-        raise ValueError(f"image must have at least 2 spatial dimensions; got shape {image.shape}")
-    n_chan = chans.shape[-1]
-    if n_chan not in (1, 3):
-        if not -n_chan <= channel < n_chan:
-            raise ValueError(f"channel={channel} is out of range for {n_chan} channels")
-        chans = chans[..., channel : channel + 1 if channel != -1 else None]
+    chans = _channels(image, rgb, channel_axis, channel)
     lead = tuple(chans.shape[:-3])
     ny, nx = int(chans.shape[-3]), int(chans.shape[-2])
+    if spatial_ndim == 3 and not lead:
+        raise ValueError(
+            f"spatial_ndim=3 needs a z-stack (Z, Y, X); got a single plane of shape {image.shape}"
+        )
+    spacing = _check_spacing(spacing, spatial_ndim)
+    if diameter is not None and diameter > max(ny, nx):
+        raise ValueError(
+            f"diameter={diameter:g} pixels is larger than the image ({ny} x {nx} pixels)"
+        )
     check_memory(int(np.prod(lead, dtype=np.int64)) * ny * nx * 4, "the labels")
 
     if not isinstance(model, LoadedModel):
         model = load_model(model, device)
     dev = model.device
-    plan = inst.tile_plan((ny, nx), int(tile_size), int(tile_overlap))
+    working = object_diameter(model)
+    if diameter is not None and working is None:
+        raise ValueError(
+            f"diameter: model {model.source!r} records no object_diameter (the object size it "
+            f"was trained at), so the image cannot be rescaled for it; leave diameter at auto "
+            f"(None) to segment at the image's own resolution"
+        )
+    planes = list(iter_blocks((*lead, ny, nx), 2))
+    run = dict(
+        score_threshold=score_threshold,
+        mask_threshold=mask_threshold,
+        max_detections=max_detections,
+        classes=classes,
+        half=half,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        batch_size=batch_size,
+        nms_threshold=nms_threshold,
+    )
+    estimated = False
+    if diameter is None and working is not None:
+        diameter = _estimate(chans, model, spatial_ndim, run)
+        estimated = True
+    scale = 1.0 if diameter is None else working / diameter
+    if abs(scale - 1.0) < 0.02:  # not worth resampling
+        my, mx = ny, nx
+    else:
+        my, mx = max(1, round(ny * scale)), max(1, round(nx * scale))
+        check_memory(my * mx * chans.shape[-1] * 4, "the rescaled plane")
+    sy, sx = my / ny, mx / nx  # the exact factors of the rescaled grid
+
+    plan = inst.tile_plan((my, mx), int(tile_size), int(tile_overlap))
     th, tw = plan[0].y1 - plan[0].y0, plan[0].x1 - plan[0].x0
     cap = int(max_detections) if max_detections is not None else inst.auto_max_detections((th, tw))
     if isinstance(classes, str):
@@ -547,8 +632,12 @@ def predict_instances(
     keep_classes = (
         None if classes is None else torch.tensor(sorted(int(c) for c in classes), device=dev)
     )
+    # where the full-resolution masks are pasted: whole planes, or pieces of at most a tile
+    if ny * nx <= int(tile_size) ** 2:
+        cores = [(0, 0, ny, nx)]
+    else:
+        cores = [t.core for t in inst.tile_plan((ny, nx), int(tile_size), 0)]
 
-    planes = list(iter_blocks((*lead, ny, nx), 2))
     labels_out = np.zeros((*lead, ny, nx), dtype=np.int32)
     units = [(p, t) for p in range(len(planes)) for t in range(len(plan))]
     total = len(units)
@@ -557,6 +646,10 @@ def predict_instances(
     params = dict(
         model=model.source,
         architecture=model.architecture,
+        diameter=None if diameter is None else round(float(diameter), 2),
+        diameter_estimated=estimated,
+        object_diameter=working,
+        scale=round(float(scale), 4),
         score_threshold=float(score_threshold),
         mask_threshold=float(mask_threshold),
         max_detections=cap,
@@ -566,6 +659,9 @@ def predict_instances(
         tile_size=int(tile_size),
         tile_overlap=int(tile_overlap),
         nms_threshold=float(nms_threshold),
+        spatial_ndim=int(spatial_ndim),
+        spacing=None if spacing is None else [float(s) for s in spacing],
+        link_frames=bool(link_frames),
     )
 
     norm_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -574,13 +670,21 @@ def predict_instances(
     rows: list[dict[str, np.ndarray]] = []
     empty: list[np.ndarray] = []
     next_id = 0
+    to_full = torch.tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy], device=dev, dtype=torch.float32)
+    volume = None
+    if spatial_ndim == 3:
+        volume = _VolumeBuilder(
+            lead, (ny, nx), spacing, diameter, 0.7 * float(mask_threshold), float(mask_threshold)
+        )
 
     def plane_data(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if p not in norm_cache:
             norm_cache.clear()  # one plane in memory at a time (the planes come in order)
             data = np.asarray(chans[planes[p]])
-            lo, scale = normalization_range(data, model.normalization)
-            norm_cache[p] = (data, lo, scale)
+            lo, scale_ = normalization_range(data, model.normalization)
+            if (my, mx) != (ny, nx):
+                data = resize_plane(data, (my, mx))
+            norm_cache[p] = (data, lo, scale_)
         return norm_cache[p]
 
     with model.lock, torch.inference_mode():
@@ -591,11 +695,11 @@ def predict_instances(
             t_prep = time.perf_counter()
             raws, los, scales = [], [], []
             for p, t in batch:
-                data, lo, scale = plane_data(p)
+                data, lo, scale_ = plane_data(p)
                 tile = plan[t]
                 raws.append(data[tile.y0 : tile.y1, tile.x0 : tile.x1])
                 los.append(lo)
-                scales.append(scale)
+                scales.append(scale_)
             _tick("cpu_prep", t_prep, dev)
             dets = _detect(model, raws, np.stack(los), np.stack(scales), use_half)
             t_paste = time.perf_counter()
@@ -615,29 +719,33 @@ def predict_instances(
                         (centre_y >= cy0) & (centre_y < cy1) & (centre_x >= cx0) & (centre_x < cx1)
                     )
                     d = _select(d, own)
+                if (my, mx) != (ny, nx):  # back to the full-resolution grid
+                    d["boxes"] = d["boxes"] * to_full
                 plane_dets[p].append(d)
                 tiles_left[p] -= 1
                 if tiles_left[p] == 0:
                     finished.append(p)
-            # paste the planes whose tiles are all done: all at once if each is a single tile
             ready = []
             for p in finished:
                 merged = _concat(plane_dets.pop(p), dev)
                 order = torch.argsort(merged["scores"], descending=True, stable=True)
-                merged = _select(merged, order)
-                n = int(merged["scores"].shape[0])
-                merged["ids"] = torch.arange(
-                    next_id + 1, next_id + n + 1, device=dev, dtype=torch.int32
-                )
-                merged["first"] = next_id
-                next_id += n
-                if next_id > np.iinfo(np.int32).max:
-                    raise ValueError(f"more objects ({next_id}) than int32 labels can hold")
-                ready.append((p, merged))
-            if ready:
+                ready.append((p, _select(merged, order)))
+            if ready and volume is not None:
+                volume.add(ready, cores, planes, labels_out, rows, model.class_names)
+            elif ready:
+                # whole planes: IDs 1..N by score, offset to stay unique across the stack
+                for _, merged in ready:
+                    n = int(merged["scores"].shape[0])
+                    merged["ids"] = torch.arange(
+                        next_id + 1, next_id + n + 1, device=dev, dtype=torch.int32
+                    )
+                    merged["first"] = next_id
+                    next_id += n
+                    if next_id > np.iinfo(np.int32).max:
+                        raise ValueError(f"more objects ({next_id}) than int32 labels can hold")
                 _paste_planes(
                     ready,
-                    plan,
+                    cores,
                     (ny, nx),
                     labels_out,
                     planes,
@@ -651,6 +759,13 @@ def predict_instances(
 
     if rows:
         table = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    elif volume is not None:
+        table = _volume_table(
+            np.zeros((1,) * 3, np.int32), np.zeros((1,) * 3, np.float32), None, 0, None, [""]
+        )
+        table = {k: v[:0] for k, v in table.items()}
+        if len(lead) > 1:
+            table = {**{f"axis{k}": np.zeros(0, np.int64) for k in range(len(lead) - 1)}, **table}
     else:
         table = inst.features_table(
             np.zeros(0, np.int64),
@@ -662,7 +777,429 @@ def predict_instances(
             index=np.zeros((0, len(lead)), np.int64) if lead else None,
         )
     empty_ids = np.concatenate(empty) if empty else np.zeros(0, np.int64)
-    return InstanceResult(labels_out, table, empty_ids, list(model.class_names), params)
+    n_frames = lead[0] if lead and (spatial_ndim == 2 or len(lead) > 1) else 1
+    if link_frames and n_frames > 1:
+        labels_out, table, empty_ids = _link(labels_out, table, empty_ids)
+    return InstanceResult(
+        labels_out,
+        table,
+        empty_ids,
+        list(model.class_names),
+        params,
+        None if diameter is None else float(diameter),
+    )
+
+
+def object_diameter(model: LoadedModel) -> float | None:
+    """The object diameter (pixels) ``model`` works at: its checkpoint's ``object_diameter``.
+
+    Read from the metadata (``object_diameter``, or ``extra["object_diameter"]``); the first
+    shipped nuclei model (trained by ``scripts/train_nuclei_maskrcnn.py`` before the key existed)
+    gets :data:`LEGACY_NUCLEI_DIAMETER`. ``None`` for a model that records none (the COCO models,
+    a plain ``state_dict``).
+
+    Examples
+    --------
+    >>> object_diameter(load_model("nuclei", "cpu"))  # doctest: +SKIP
+    16.0
+    """
+    meta = model.metadata or {}
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    for value in (meta.get("object_diameter"), extra.get("object_diameter")):
+        if value is not None:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value) and value > 0:
+                return value
+    if (
+        extra.get("trained_by") == "scripts/train_nuclei_maskrcnn.py"
+        and model.architecture == "maskrcnn_resnet10_fpn_small"
+    ):
+        return LEGACY_NUCLEI_DIAMETER
+    return None
+
+
+#: The working object diameter of the first shipped nuclei model, whose checkpoint predates the
+#: ``object_diameter`` key: the median over training images of each image's median nucleus
+#: equivalent diameter ``2 sqrt(area / pi)``, measured on 150 images of its training generator
+#: (``scripts/train_nuclei_maskrcnn.py`` of that time: semi-axes uniform in (r_lo, r_hi),
+#: r_lo in 3.5..8 px, r_hi = r_lo + 2..7 px): 16.3 (all objects pooled: 14.3; the semi-axes'
+#: expectation 2 sqrt(ab): 15.9).
+LEGACY_NUCLEI_DIAMETER = 16.0
+
+
+def estimate_diameter(
+    image: Any,
+    model: str | os.PathLike | LoadedModel = "nuclei",
+    *,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int = 0,
+    spatial_ndim: int = 2,
+    device: Any = "auto",
+    refine: int = 1,
+    max_planes: int = 3,
+    crop: int = 512,
+    **kwargs: Any,
+) -> float:
+    """Estimate the typical object diameter (pixels) of an image for :func:`predict_instances`.
+
+    A classical first guess (:func:`napari_segkit.algorithms.size.estimate_diameter`: foreground,
+    distance transform), then ``refine`` times: the model runs on a central crop of a few planes
+    rescaled for the current guess, and the guess becomes the median equivalent diameter
+    ``2 sqrt(area / pi)`` of its detections (those away from the crop's border), if it found at
+    least 5 and this stays within a factor :data:`REFINE_AGREEMENT` of the classical guess. This
+    is what ``predict_instances(diameter=None)`` does.
+
+    Parameters
+    ----------
+    image : array-like
+        As for :func:`predict_instances` (``rgb``, ``channel_axis`` and ``channel`` too).
+    model : str, path or LoadedModel
+        A model with an ``object_diameter`` (see :func:`object_diameter`).
+    spatial_ndim : {2, 3}
+        With 3, the planes sampled come from the middle half of the first z-stack.
+    device : str
+        Where the model runs (see :func:`load_model`).
+    refine : int
+        Model passes after the classical guess (0: the classical guess alone).
+    max_planes : int
+        Planes sampled from a stack (evenly spaced).
+    crop : int
+        Side of the central crop, in pixels of the rescaled image the model sees.
+    **kwargs
+        Passed to :func:`predict_instances` (thresholds, tiles, batch size).
+
+    Returns
+    -------
+    float
+        The diameter in pixels; the model's ``object_diameter`` when the image holds no
+        foreground to measure.
+
+    Examples
+    --------
+    >>> from napari_segkit.datasets import synthetic_nuclei
+    >>> img, _ = synthetic_nuclei((256, 256), n_nuclei=40, radius=(9, 11), seed=1)
+    >>> 16 < estimate_diameter(img, "nuclei", device="cpu") < 24  # doctest: +SKIP
+    True
+    """
+    if spatial_ndim not in (2, 3):
+        raise ValueError(f"spatial_ndim must be 2 or 3; got {spatial_ndim!r}")
+    unknown = sorted(set(kwargs) - set(_ESTIMATE_KEYS))
+    if unknown:
+        raise ValueError(f"estimate_diameter: unknown keyword(s) {', '.join(unknown)}")
+    chans = _channels(check_image(image), rgb, channel_axis, channel)
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, device)
+    return _estimate(chans, model, spatial_ndim, kwargs, refine, max_planes, crop)
+
+
+def _estimate(
+    chans: Any,
+    model: LoadedModel,
+    spatial_ndim: int,
+    run: dict[str, Any],
+    refine: int = 1,
+    max_planes: int = 3,
+    crop: int = 512,
+) -> float:
+    """:func:`estimate_diameter` of a channels-last image (``(..., Y, X, C)``, C 1 or 3)."""
+    working = object_diameter(model)
+    if working is None:
+        raise ValueError(f"model {model.source!r} records no object_diameter to estimate for")
+    if int(refine) < 0:
+        raise ValueError(f"refine must be >= 0; got {refine}")
+    lead = tuple(chans.shape[:-3])
+    ny, nx = int(chans.shape[-3]), int(chans.shape[-2])
+    all_planes = list(np.ndindex(*lead)) if lead else [()]
+    candidates = all_planes
+    if spatial_ndim == 3 and lead:
+        nz = lead[-1]
+        first = all_planes[:nz]
+        candidates = first[nz // 4 : max(nz // 4 + 1, 3 * nz // 4)] or first
+    k = max(1, min(int(max_planes), len(candidates)))
+    picks = [candidates[int(i)] for i in np.linspace(0, len(candidates) - 1, k).round()]
+    grey = np.stack([np.asarray(chans[idx], dtype=np.float32).mean(axis=-1) for idx in picks])
+    try:
+        guess = float(_classical_diameter(grey))
+    except (TypeError, ValueError):  # nothing to measure (a tiny or empty image)
+        guess = float("nan")
+    if not math.isfinite(guess) or guess <= 0:
+        guess = working
+    top = min(1000.0, max(ny, nx))
+    guess = classical = float(np.clip(guess, 2.0, top))
+    for _ in range(int(refine)):
+        side = max(32, int(round(crop * guess / working)))
+        y0, x0 = max(0, (ny - side) // 2), max(0, (nx - side) // 2)
+        y1, x1 = min(ny, y0 + side), min(nx, x0 + side)
+        sample = np.stack([np.asarray(chans[idx])[y0:y1, x0:x1] for idx in picks])
+        color = sample.shape[-1] == 3
+        res = predict_instances(
+            sample if color else sample[..., 0], model, diameter=guess, rgb=color, **run
+        )
+        t = res.table
+        away = (
+            (t["area"] > 0)
+            & (t["bbox_y0"] > 1)
+            & (t["bbox_x0"] > 1)
+            & (t["bbox_y1"] < (y1 - y0) - 1)
+            & (t["bbox_x1"] < (x1 - x0) - 1)
+        )
+        if away.sum() < 5:
+            break
+        measured = float(np.median(2 * np.sqrt(t["area"][away] / np.pi)))
+        if not 1 / REFINE_AGREEMENT <= measured / classical <= REFINE_AGREEMENT:
+            break  # the model disagrees too much (e.g. cuts objects it never saw into pieces)
+        guess = float(np.clip(measured, 2.0, top))
+    return guess
+
+
+#: A model pass may move the classical diameter guess by at most this factor either way: a model
+#: shown objects far from its training sizes cuts them into pieces of its own size, which the
+#: guard refuses (measured: benchmarks/eval_maskrcnn_size.py).
+REFINE_AGREEMENT = 1.5
+
+
+_ESTIMATE_KEYS = (
+    "score_threshold",
+    "mask_threshold",
+    "max_detections",
+    "classes",
+    "half",
+    "tile_size",
+    "tile_overlap",
+    "batch_size",
+    "nms_threshold",
+)
+
+
+def _classical_diameter(grey: np.ndarray) -> float:
+    """The classical object size of an image (:func:`napari_segkit.algorithms.size.estimate_diameter`)."""
+    from ..algorithms.size import estimate_diameter
+
+    return estimate_diameter(grey, spatial_ndim=2)
+
+
+def _channels(image: Any, rgb: bool | None, channel_axis: int | None, channel: int) -> Any:
+    """The image channels last, ``(..., Y, X, C)`` with C 1 or 3 (one channel picked otherwise)."""
+    chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
+    if chans.ndim < 3:
+        raise ValueError(f"image must have at least 2 spatial dimensions; got shape {image.shape}")
+    n_chan = chans.shape[-1]
+    if n_chan not in (1, 3):
+        if not -n_chan <= channel < n_chan:
+            raise ValueError(f"channel={channel} is out of range for {n_chan} channels")
+        chans = chans[..., channel : channel + 1 if channel != -1 else None]
+    return chans
+
+
+def _check_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
+    if spacing is None:
+        return None
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}") from None
+    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}")
+    return values
+
+
+def resize_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A ``(Y, X, C)`` plane resampled to ``shape``, as :func:`predict_instances` rescales images.
+
+    Bilinear on the pixel-centre grid (``align_corners=False``), antialiased when shrinking;
+    float32. Training scripts use it to show a model images resampled exactly as it will see them.
+
+    Examples
+    --------
+    >>> resize_plane(np.ones((10, 20, 1), np.uint16), (5, 10)).shape  # doctest: +SKIP
+    (5, 10, 1)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).permute(2, 0, 1)[None]
+    shrink = shape[0] < data.shape[0] or shape[1] < data.shape[1]
+    y = F.interpolate(x, size=shape, mode="bilinear", align_corners=False, antialias=shrink)
+    return y[0].permute(1, 2, 0).contiguous().numpy()
+
+
+class _VolumeBuilder:
+    """Collects the per-plane foreground maps of each z-stack; at its last plane, 3D objects.
+
+    Per plane: the evidence (:func:`paste_scores`: max mask probability x score); with
+    :data:`CUT_BORDERS`, the borders between two touching 2D detections are cut out of it, so
+    that nuclei side by side stay apart in 3D, and given back to their nearest 3D object after.
+    """
+
+    def __init__(
+        self,
+        lead: tuple[int, ...],
+        shape: tuple[int, int],
+        spacing: tuple[float, ...] | None,
+        diameter: float | None,
+        threshold: float,
+        mask_threshold: float,
+    ):
+        self.nz = lead[-1]
+        self.vol_lead = lead[:-1]
+        self.shape = shape
+        self.spacing = spacing
+        self.diameter = diameter
+        self.fg = np.zeros((self.nz, *shape), np.float32)
+        self.cls = np.zeros((self.nz, *shape), np.uint16)
+        self.cut = np.zeros((self.nz, *shape), bool)
+        self.done = 0
+        self.next_id = 0
+        self.threshold = threshold
+        self.mask_threshold = mask_threshold
+
+    def add(self, ready, cores, planes, labels_out, rows, class_names) -> None:
+        import torch
+
+        for p, d in ready:
+            z = p % self.nz
+            n = int(d["scores"].shape[0])
+            d = {**d, "ids": torch.arange(1, n + 1, device=d["scores"].device, dtype=torch.int32)}
+            for cy0, cx0, cy1, cx1 in cores:
+                if len(cores) > 1:
+                    b = d["boxes"]
+                    hit = (b[:, 0] < cx1) & (b[:, 2] > cx0) & (b[:, 1] < cy1) & (b[:, 3] > cy0)
+                    sub = _select(d, hit)
+                else:
+                    sub = d
+                region = [(0, sub, (cy0, cx0))]
+                shape = (cy1 - cy0, cx1 - cx0)
+                fg, cls = paste_scores(region, 1, shape)
+                if CUT_BORDERS:
+                    border = _id_borders(paste_masks(region, 1, shape, self.mask_threshold))
+                    fg = torch.where(border, 0.0, fg)
+                    self.cut[z, cy0:cy1, cx0:cx1] = border[0].cpu().numpy()
+                self.fg[z, cy0:cy1, cx0:cx1] = fg[0].cpu().numpy()
+                self.cls[z, cy0:cy1, cx0:cx1] = cls[0].to(torch.int32).cpu().numpy()
+            self.done += 1
+            if self.done == self.nz:
+                self.finish(p // self.nz, labels_out, rows, class_names)
+
+    def finish(self, v: int, labels_out, rows, class_names) -> None:
+        from skimage.segmentation import expand_labels
+
+        from ..algorithms.stitch import objects_from_plane_maps
+
+        spacing = self.spacing or (1.0, 1.0, 1.0)
+        index = np.unravel_index(v, self.vol_lead) if self.vol_lead else ()
+        diameter = self.diameter
+        if diameter is None:  # a model without a working size: measure the objects found
+            diameter = _classical_diameter(self.fg)
+            diameter = diameter if math.isfinite(diameter) and diameter > 0 else 16.0
+        lab = objects_from_plane_maps(
+            self.fg,
+            diameter=diameter * spacing[-1],
+            spacing=spacing,
+            threshold=self.threshold,
+        )
+        for z in np.flatnonzero(self.cut.any(axis=(1, 2))):  # the cut borders, given back
+            give = self.cut[z] & (lab[z] == 0)
+            lab[z][give] = expand_labels(lab[z], 2)[give]
+        n = int(lab.max(initial=0))
+        if self.next_id + n > np.iinfo(np.int32).max:
+            raise ValueError(f"more objects ({self.next_id + n}) than int32 labels can hold")
+        rows.append(_volume_table(lab, self.fg, self.cls, self.next_id, index, class_names))
+        labels_out[index] = np.where(lab > 0, lab + self.next_id, 0)
+        self.next_id += n
+        self.fg[...] = 0
+        self.cls[...] = 0
+        self.cut[...] = False
+        self.done = 0
+
+
+#: Cut the borders between touching 2D detections out of a z-stack's evidence (see
+#: :class:`_VolumeBuilder`). Off: on generated stacks it changed nothing where nuclei are apart
+#: or touch, and cost 2-4 AP points where they are crowded (the shipped model's 2D borders split
+#: some nuclei); with the true 2D borders it gained 10-30 points on elongated, overlapping nuclei
+#: (benchmarks/eval_maskrcnn_3d.py).
+CUT_BORDERS = False
+
+
+def _id_borders(lab: Any) -> Any:
+    """Pixels of a ``(1, h, w)`` label tensor next to a pixel of another (non-zero) label."""
+    import torch.nn.functional as F
+
+    x = lab.float()[None]  # (1, 1, h, w); IDs per plane stay well below 2**24
+    big = float(2**24)
+    hi = F.max_pool2d(x, 3, stride=1, padding=1)
+    lo = -F.max_pool2d(-(x + (x == 0) * big), 3, stride=1, padding=1)
+    return ((lab > 0) & ((hi[0] != x[0]) | (lo[0] != x[0]))).bool()
+
+
+def _volume_table(
+    lab: np.ndarray,
+    fg: np.ndarray,
+    cls: np.ndarray | None,
+    offset: int,
+    index: tuple | None,
+    class_names: list[str],
+) -> dict[str, np.ndarray]:
+    """The table of one volume's 3D objects: class (the majority of its voxels), mean score, 3D
+    box and centroid."""
+    from ..algorithms.tables import object_table
+
+    t = object_table(lab)
+    ids = t["label"]
+    n = len(ids)
+    top = int(lab.max(initial=0))
+    if n:
+        score = np.bincount(lab.ravel(), weights=fg.ravel(), minlength=top + 1)
+        score = score[ids] / np.maximum(t["area"], 1)
+        k = int(cls.max(initial=0)) + 1
+        votes = np.bincount(
+            lab.ravel().astype(np.int64) * k + cls.ravel(), minlength=(top + 1) * k
+        ).reshape(top + 1, k)
+        votes[:, 0] = 0
+        class_id = votes[ids].argmax(axis=1)
+    else:
+        score, class_id = np.zeros(0), np.zeros(0, np.int64)
+    table: dict[str, np.ndarray] = {}
+    for k_, i in enumerate(index or ()):
+        table[f"axis{k_}"] = np.full(n, int(i), np.int64)
+    table["label"] = ids + offset
+    table["class_id"] = class_id.astype(np.int64)
+    table["class_name"] = np.array([class_names[c] for c in class_id], dtype=object)
+    table["score"] = np.asarray(score, np.float32)
+    table["area"] = t["area"]
+    for end in ("0", "1"):
+        for axis in "zyx":
+            table[f"bbox_{axis}{end}"] = t[f"bbox_{axis}{end}"].astype(np.float32)
+    for axis in "zyx":
+        table[f"centroid_{axis}"] = t[f"centroid_{axis}"].astype(np.float32)
+    return table
+
+
+def _link(
+    labels: np.ndarray, table: dict[str, np.ndarray], empty: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Relabel frames along axis 0 so that objects keep their IDs (:func:`stitch.link_frames`),
+    and the table's labels with them."""
+    from ..algorithms.stitch import link_frames
+
+    linked = link_frames(labels)
+    lut = np.zeros(int(labels.max(initial=0)) + 1, np.int64)  # old ID (unique) -> new ID
+    for t in range(labels.shape[0]):
+        inside = labels[t] > 0
+        lut[labels[t][inside]] = linked[t][inside]
+    ids = np.asarray(table["label"], np.int64)
+    new = np.zeros(len(ids), np.int64)
+    known = ids < len(lut)
+    new[known] = lut[ids[known]]
+    lost = new == 0  # detections without a pixel: new IDs beyond the linked ones
+    top = int(linked.max(initial=0))
+    new[lost] = np.arange(top + 1, top + 1 + int(lost.sum()))
+    mapping = dict(zip(ids[lost].tolist(), new[lost].tolist(), strict=True))
+    empty = np.array([mapping.get(int(i), 0) for i in empty], np.int64)
+    return linked, {**table, "label": new}, empty
 
 
 def _configure(module: Any, score_threshold: float, nms_threshold: float, cap: int) -> None:
@@ -726,7 +1263,7 @@ def _detect(
         x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
     x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x.contiguous()
     images = ImageList(x, [(h, w)] * x.shape[0])
-    t0 = _tick("upload_normalize", t0, dev)
+    t0 = _tick("upload_normalise", t0, dev)
     with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_half):
         features = module.backbone(x)
         t0 = _tick("backbone", t0, dev)
@@ -751,7 +1288,7 @@ def _detect(
 
 def _paste_planes(
     ready: list[tuple[int, dict[str, Any]]],
-    plan: list[inst.Tile],
+    cores: list[tuple[int, int, int, int]],
     shape: tuple[int, int],
     labels_out: np.ndarray,
     planes: list[tuple[int, ...]],
@@ -760,25 +1297,28 @@ def _paste_planes(
     empty: list[np.ndarray],
     class_names: list[str],
 ) -> None:
-    """Paste finished planes into ``labels_out`` and add their rows to the table."""
+    """Paste finished planes into ``labels_out`` (at full resolution) and add their table rows.
+
+    ``cores`` partition the plane into the pieces pasted at once: one (the whole plane: one paste
+    for the batch) or several (device memory stays bounded by a piece's size).
+    """
     import torch
 
     ny, nx = shape
-    if len(plan) == 1:  # whole planes: one paste for the batch
+    if len(cores) == 1:  # whole planes: one paste for the batch
         regions = [(i, d, (0, 0)) for i, (_, d) in enumerate(ready)]
         lab = paste_masks(regions, len(ready), (ny, nx), mask_threshold)
         areas_all = _areas(lab, ready)
         lab_cpu = lab.cpu().numpy()
         for i, (p, _) in enumerate(ready):
             labels_out[planes[p]] = lab_cpu[i]
-    else:  # tile cores one at a time: device memory stays bounded by the tile size
+    else:  # piece by piece
         areas_all = []
         for p, d in ready:
             counts = torch.zeros(
                 int(d["scores"].shape[0]) + 1, dtype=torch.int64, device=d["scores"].device
             )
-            for tile in plan:
-                cy0, cx0, cy1, cx1 = tile.core
+            for cy0, cx0, cy1, cx1 in cores:
                 b = d["boxes"]
                 hit = (b[:, 0] < cx1) & (b[:, 2] > cx0) & (b[:, 1] < cy1) & (b[:, 3] > cy0)
                 sub = _select(d, hit)
@@ -823,7 +1363,7 @@ def _areas(lab: Any, ready: list[tuple[int, dict[str, Any]]]) -> list[np.ndarray
 # --------------------------------------------------------------------------------------------
 # the one declaration of the method's parameters (function, widget, CLI, docs)
 
-from ..params import MethodSpec, Param, checked, register  # noqa: E402
+from ..params import DEVICE, HALF, MethodSpec, Param, checked, register  # noqa: E402
 
 SPEC = register(
     MethodSpec(
@@ -831,7 +1371,7 @@ SPEC = register(
         title="Mask R-CNN",
         function="napari_segkit.models.maskrcnn:predict_instances",
         description="Instance segmentation: every detected object its own label ID, with a table.",
-        supports_volume=False,
+        supports_volume=True,
         params=(
             Param(
                 "model",
@@ -841,6 +1381,19 @@ SPEC = register(
                 "weights), or a checkpoint file (.safetensors/.pt/.pth).",
                 widget="model",
                 also=(LoadedModel, os.PathLike),
+            ),
+            Param(
+                "diameter",
+                float,
+                None,
+                "Typical object diameter in pixels: the image is rescaled so that objects have the "
+                "size the model was trained at, and the masks are pasted back at full "
+                "resolution. auto: estimated from the image.",
+                optional=True,
+                none_label="auto",
+                min=2.0,
+                max=1000.0,
+                step=1.0,
             ),
             Param(
                 "score_threshold",
@@ -878,20 +1431,8 @@ SPEC = register(
                 none_label="all",
                 also=(list, tuple),
             ),
-            Param(
-                "device",
-                str,
-                "auto",
-                "Where the network runs: auto picks CUDA, then MPS, then the CPU.",
-                choices=(("auto", "auto"), ("cuda", "cuda"), ("mps", "mps"), ("cpu", "cpu")),
-            ),
-            Param(
-                "half",
-                bool,
-                True,
-                "float16 on the GPU (ignored on the CPU).",
-                label="half precision on GPU",
-            ),
+            DEVICE,
+            HALF,
             Param(
                 "tile_size",
                 int,
@@ -911,6 +1452,14 @@ SPEC = register(
                 step=8,
             ),
             Param("batch_size", int, 4, "Tiles or planes per forward pass.", min=1, max=256),
+            Param(
+                "link_frames",
+                bool,
+                False,
+                "A time-lapse: an object keeps its label ID from one frame to the next where it "
+                "overlaps (frames along the first axis).",
+                label="keep IDs across frames",
+            ),
             Param(
                 "nms_threshold",
                 float,

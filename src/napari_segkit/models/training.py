@@ -672,8 +672,8 @@ def _maps(
     nd = image.ndim - 1
     if tile_shape is None:
         tile_shape = (DEFAULT_PATCH[nd] * 2,) * nd
-    tile = tuple(min(int(t), int(n)) for t, n in zip(tile_shape, image.shape[1:], strict=True))
-    overlap = tuple(min(t // 4, max(t // 2 - 1, 0)) for t in tile)
+    tile = tuple(max(16, int(t)) for t in tile_shape)  # tiles never exceed the image
+    overlap = tuple(t // 4 for t in tile)
     tiles, overlaps = check_tiling(tile, overlap, nd)
     wrapped = LoadedUNet(net, dict(net.config), task, [], NORMALIZATION, None, "training")
     predictor = TiledPredictor(
@@ -918,7 +918,10 @@ def _loop(
             if max_seconds is not None and elapsed >= max_seconds:
                 break
             frac = elapsed / max_seconds if max_seconds else n_done / max(total, 1)
-            lr = learning_rate * min(1.0, (n_done + 1) / warm)
+            ramp = (n_done + 1) / warm
+            if max_seconds:  # a time limit may allow fewer steps than the warm-up: 5 % of it
+                ramp = max(ramp, elapsed / (0.05 * max_seconds))
+            lr = learning_rate * min(1.0, ramp)
             lr *= 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
             loss = guard(lambda lr=lr: step(lr))
             running = loss if running is None else running + loss

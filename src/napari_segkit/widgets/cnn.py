@@ -25,7 +25,10 @@ _LISTENERS: weakref.WeakSet = weakref.WeakSet()
 def models_changed() -> None:
     """Refresh the model lists of every open CNN / Mask R-CNN widget (e.g. after training)."""
     for widget in list(_LISTENERS):
-        widget.refresh_models()
+        try:
+            widget.refresh_models()
+        except RuntimeError:  # its Qt widget was closed: forget it
+            _LISTENERS.discard(widget)
 
 
 def user_model_choices(*families: str) -> list[tuple[str, str]]:
@@ -135,7 +138,10 @@ class CNNWidget(SegmentWidget):
             message="; ".join(res.messages) or None,
             layer_kwargs=layer_kwargs,
         )
-        result.measured = dict(res.measured)
+        result.measured = {
+            ("diameter (auto)" if k == "diameter" else k): ((v, "px") if k == "diameter" else v)
+            for k, v in res.measured.items()
+        }
         if res.label_divisor:
             result.measured["label_divisor"] = res.label_divisor
         return result

@@ -444,7 +444,9 @@ class EvaluateWidget(Container):
             if offset + axis not in self._viewer.dims.displayed:
                 self._viewer.dims.set_point(offset + axis, value)
         shown = [a - offset for a in self._viewer.dims.displayed if a >= offset]
-        self._viewer.camera.center = tuple(world[shown])
+        scene = getattr(self._viewer, "scene", None)  # napari >= 0.9: viewer.scene.camera
+        camera = scene.camera if scene is not None else self._viewer.camera
+        camera.center = tuple(world[shown])
         layer.selected_data = {i}
         kind, label = layer.features["kind"].iloc[i], layer.features["label"].iloc[i]
         self.status.value = f"error {i + 1}/{n}: {kind} (label {label})\n{ERROR_LEGEND}"

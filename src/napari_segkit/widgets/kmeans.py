@@ -1,11 +1,10 @@
-"""K-means dock widget: cluster pixel colours into k classes, 1 = darkest ... k = brightest."""
+"""K-means dock widget: cluster pixel colors into k classes, 1 = darkest ... k = brightest."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..algorithms.kmeans import SPEC, cluster_colour_image, kmeans_segment
+from ..algorithms.kmeans import SPEC, kmeans_segment
 from ._base import ImageInput, SegmentationResult, SegmentWidget
+from ._output import cluster_color_layer
 
 
 class KMeansWidget(SegmentWidget):
@@ -22,37 +21,16 @@ class KMeansWidget(SegmentWidget):
 
     def compute(self, inp: ImageInput, params: dict, progress) -> SegmentationResult:
         params, output = SPEC.split(params)
-        show = output.get("cluster_colors", False)
-        labels, centres = kmeans_segment(
+        labels, centers = kmeans_segment(
             inp.data,
             rgb=inp.rgb,
             channel_axis=inp.channel_axis,
             spatial_ndim=inp.spatial_ndim,
             progress=progress,
-            return_centres=True,
+            return_centers=True,
             **params,
         )
         extra = []
-        if show:
-            extra.append(colour_layer(labels, centres, inp))
+        if output.get("cluster_colors", False):
+            extra.append(cluster_color_layer(labels, centers, rgb=inp.rgb, dtype=inp.data.dtype))
         return SegmentationResult(labels, extra_layers=extra)
-
-
-def colour_layer(labels: np.ndarray, centres: np.ndarray, inp: ImageInput) -> tuple:
-    """The cluster-colour Image layer tuple for the widget.
-
-    RGB: each pixel gets its cluster's mean colour, in the input's dtype. Grey: its cluster's mean
-    value. Multichannel: its cluster's mean value averaged over the channels (one grey image).
-    """
-    dtype = np.dtype(inp.data.dtype)
-    out_dtype = dtype if dtype.kind in "ui" else np.float32
-    if inp.rgb:
-        data = cluster_colour_image(labels, centres, dtype=out_dtype)
-        return data, {"name": "cluster colours", "rgb": True}, "image"
-    grey = centres.mean(axis=1, keepdims=True)
-    data = cluster_colour_image(labels, grey, dtype=out_dtype)[..., 0]
-    kwargs = {"name": "cluster colours", "rgb": False, "colormap": "gray"}
-    lo, hi = float(grey.min()), float(grey.max())
-    if hi > lo:
-        kwargs["contrast_limits"] = [lo, hi]
-    return data, kwargs, "image"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, PushButton, Widget
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from ..models.maskrcnn import SPEC
 from ._base import ImageInput, SegmentationResult, SegmentWidget
+from ._output import boxes_layer
 from .cnn import _LISTENERS, user_model_choices
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -88,6 +88,8 @@ class MaskRCNNWidget(SegmentWidget):
             rgb=inp.rgb,
             channel_axis=inp.channel_axis,
             channel=inp.channel,
+            spatial_ndim=inp.spatial_ndim,
+            spacing=_spacing(inp),
             progress=progress,
             **params,
         )
@@ -104,12 +106,20 @@ class MaskRCNNWidget(SegmentWidget):
         result = SegmentationResult(
             res.labels, features=features, extra_layers=extra, message=message
         )
-        result.n_ids = int(res.n_objects)  # the highest ID handed out, pixels or not
+        result.n_ids = int(res.labels.max(initial=0))
+        if len(res.table["label"]):  # the highest ID handed out, pixels or not
+            result.n_ids = max(result.n_ids, int(np.max(res.table["label"])))
+        result.diameter = res.diameter
+        result.diameter_estimated = bool(res.params.get("diameter_estimated"))
         return result
 
     def run(self, *, blocking: bool = False):
         """As :meth:`SegmentWidget.run`; torch is imported here, on the GUI thread, first."""
-        _import_torch()
+        try:
+            _import_torch()
+        except Exception as err:  # e.g. torch not installed: a notification, not a traceback
+            self._fail(err)
+            return None
         return super().run(blocking=blocking)
 
     def _publish(self, inp: ImageInput, params: dict, result: SegmentationResult):
@@ -117,6 +127,10 @@ class MaskRCNNWidget(SegmentWidget):
         # the next label painted by hand is beyond every ID the model handed out
         n_ids = getattr(result, "n_ids", int(result.labels.max(initial=0)))
         layer.selected_label = n_ids + 1
+        diameter = getattr(result, "diameter", None)
+        if diameter is not None:  # the object size the image was segmented for
+            how = "estimated" if getattr(result, "diameter_estimated", False) else "given"
+            self.status.value += f"; diameter {diameter:.1f} px ({how})"
         return layer
 
     # ---- weights ------------------------------------------------------------------------------
@@ -126,34 +140,39 @@ class MaskRCNNWidget(SegmentWidget):
         if architecture not in COCO:
             show_info("Download weights: choose a COCO model first")
             return None
+        if self.running:
+            show_info(f"{self.method}: busy; press Cancel or wait, then download")
+            return None
 
         def fetch() -> str:
             from ..models import weights
 
             return str(weights.download_weights(architecture, progress=False))
 
-        def done(path: str) -> None:
+        def done(path: str) -> str:
             self.status.value = f"weights ready: {path}"
             show_info(f"{architecture} weights are in the torch hub cache: {path}")
+            return path
 
-        def failed(err: BaseException) -> None:
-            self.status.value = "weights not available (see notification)"
-            show_error(str(err))
-
-        _import_torch()
-        if blocking:
-            try:
-                done(fetch())
-            except Exception as err:  # WeightsUnavailableError and anything else: tell the user
-                failed(err)
+        try:
+            _import_torch()
+        except Exception as err:
+            self._fail(err, action="download")
             return None
-        self.status.value = f"downloading {architecture} weights..."
-        worker = create_worker(fetch, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
-        self._download_worker = worker
-        worker.start()
-        return worker
+        return self.run_task(
+            fetch, done=done, blocking=blocking, status=f"downloading {architecture} weights..."
+        )
+
+
+def _spacing(inp: ImageInput) -> tuple[float, ...] | None:
+    """The layer's scale along the axes segmented together (z, y, x for a z-stack), or None."""
+    if inp.spatial_ndim != 3:
+        return None
+    scale = [float(v) for v in inp.layer.scale]
+    if inp.channel_axis is not None and not inp.rgb and len(scale) == inp.data.ndim:
+        del scale[inp.channel_axis]
+    spacing = tuple(scale[-3:])
+    return None if len(spacing) < 3 or all(v == 1.0 for v in spacing) else spacing
 
 
 def _import_torch() -> None:
@@ -169,36 +188,3 @@ def _import_torch() -> None:
 
     hide_triton()
     import_torch()
-
-
-def boxes_layer(table: dict) -> tuple:
-    """A napari Shapes layer-data tuple of the detection boxes, with class and score as text."""
-    lead = sorted(k for k in table if k.startswith("axis"))
-    y0, x0, y1, x1 = (
-        np.asarray(table[k], float) for k in ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
-    )
-    index = (
-        np.stack([np.asarray(table[k], float) for k in lead], axis=1)
-        if lead
-        else np.zeros((len(y0), 0))
-    )
-    corners = []
-    for i in range(len(y0)):
-        pts = np.array([[y0[i], x0[i]], [y0[i], x1[i]], [y1[i], x1[i]], [y1[i], x0[i]]])
-        corners.append(np.concatenate([np.repeat(index[i : i + 1], 4, axis=0), pts], axis=1))
-    features = {"label": table["label"], "class_name": table["class_name"], "score": table["score"]}
-    kwargs = {
-        "name": "boxes",
-        "shape_type": "rectangle",
-        "edge_color": "yellow",
-        "face_color": "transparent",
-        "edge_width": 1,
-        "features": features,
-        "text": {
-            "string": "{class_name} {score:.2f}",
-            "size": 8,
-            "color": "yellow",
-            "anchor": "upper_left",
-        },
-    }
-    return corners, kwargs, "shapes"

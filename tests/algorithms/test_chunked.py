@@ -1,0 +1,210 @@
+"""Block-by-block segmentation with dask equals the in-memory methods (IDs up to renumbering)."""
+
+import numpy as np
+import pytest
+
+from napari_segkit.algorithms.chunked import (
+    blockwise_problem,
+    chunked_object_table,
+    method_overlap,
+    segment_chunked,
+)
+from napari_segkit.algorithms.edges import edge_segment
+from napari_segkit.algorithms.image import Cancelled
+from napari_segkit.algorithms.kmeans import kmeans_segment
+from napari_segkit.algorithms.tables import object_table
+from napari_segkit.algorithms.threshold import threshold_segment
+from napari_segkit.datasets import synthetic_nuclei
+
+CHUNK = 32
+
+#: splitting touching objects is not blockwise yet (blockwise_problem says so)
+NOSPLIT = {"split_touching": False}
+
+
+def assert_same_objects(got, expected):
+    """Equal up to renumbering: the same foreground, and a bijection between the IDs."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got > 0, expected > 0)
+    fg = expected > 0
+    pairs = np.unique(np.stack([got[fg], expected[fg]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1], "one chunked ID covers several objects"
+    assert len(np.unique(pairs[1])) == pairs.shape[1], "one object got several chunked IDs"
+
+
+def crossing_seams(labels, chunk):
+    """How many objects cross a block border of the grid."""
+    seams = [slice(c - 1, c + 1) for c in range(chunk, max(labels.shape), chunk)]
+    ids = set()
+    for s in seams:
+        for band in (labels[s, :], labels[:, s]):
+            for a, b in zip(band[0].ravel(), band[1].ravel(), strict=True):
+                if a and a == b:
+                    ids.add(int(a))
+    return len(ids)
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    img, _ = synthetic_nuclei((150, 140), n_nuclei=40, seed=3)
+    return img
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {
+            "method": "otsu",
+            "split_touching": False,
+        },  # global threshold from the summed histogram, holes, min size
+        {"method": "li", "connectivity": 2, "fill_holes": False, "split_touching": False},
+        {
+            "method": "local",
+            "block_size": 21,
+            "min_size": 5,
+            "split_touching": False,
+        },  # overlap from the block size
+        {"method": "mean", "output": "classes", "split_touching": False},
+    ],
+)
+def test_threshold_equals_in_memory(nuclei, params):
+    expected = threshold_segment(nuclei, **params)
+    got = segment_chunked(nuclei, "threshold", params, chunk=CHUNK)
+    assert got.chunks[0][0] == CHUNK  # the zarr array on disk, read lazily
+    if params.get("output") == "classes":
+        np.testing.assert_array_equal(got, expected)
+        return
+    assert crossing_seams(expected, CHUNK) >= 10  # many objects cross the block borders
+    assert_same_objects(got, expected)
+
+
+def test_threshold_multilevel_classes_and_holes():
+    rng = np.random.default_rng(0)
+    img = np.full((96, 90), 20, np.uint8)
+    img[10:80, 10:40] = 120  # class 1, with a class-2 blob and a background hole inside
+    img[30:50, 15:35] = 220
+    img[60:70, 20:30] = 20
+    img[5:90, 50:85] = 220  # a class-2 ring around background: filled
+    img[30:60, 60:75] = 20
+    img += rng.integers(0, 5, img.shape, dtype=np.uint8)
+    params = {"method": "cut_points", "cut_points": "80, 180", "min_size": 3, **NOSPLIT}
+    expected = threshold_segment(img, **params)
+    got = segment_chunked(img, "threshold", params, chunk=16)
+    assert_same_objects(got, expected)
+    assert int(expected[40, 65]) == int(expected[10, 60]) > 0  # the ring's hole is filled
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # Canny: per-slice range, weak/strong edges, hysteresis across blocks
+        {"filter": "sobel", "sigma": 1.5, "closing": 2},  # Otsu of the response
+        {"filter": "laplace", "sigma": 2.0, "min_size": 40},
+    ],
+)
+def test_edges_fill_equals_in_memory(nuclei, params):
+    expected = edge_segment(nuclei, **params)
+    got = segment_chunked(nuclei, "edges", params, chunk=CHUNK)
+    assert crossing_seams(expected, CHUNK) >= 4
+    assert_same_objects(got, expected)
+
+
+def test_kmeans_equals_in_memory():
+    img, _ = synthetic_nuclei((80, 70), n_nuclei=12, seed=2)
+    for params in ({"k": 3}, {"k": 3, "smoothing": 1.5, "spatial_weight": 0.5}):
+        expected = kmeans_segment(img, **params)
+        got = segment_chunked(img, "kmeans", params, chunk=CHUNK)
+        np.testing.assert_array_equal(got, expected)  # the same model: the same labels
+
+
+def test_volume_and_time_stack():
+    vol, _ = synthetic_nuclei((12, 48, 44), n_nuclei=8, seed=5)
+    expected = threshold_segment(vol, spatial_ndim=3, **NOSPLIT)
+    got = segment_chunked(vol, "threshold", NOSPLIT, chunk=64, spatial_ndim=3)  # 16-voxel blocks
+    assert got.chunks[1][0] == 16
+    assert_same_objects(got, expected)
+    planes = threshold_segment(vol[:3], spatial_ndim=2, **NOSPLIT)
+    got = segment_chunked(vol[:3], "threshold", NOSPLIT, chunk=CHUNK, spatial_ndim=2)
+    assert_same_objects(got, planes)  # IDs unique over the stack
+
+
+def test_dask_and_zarr_inputs_and_out(tmp_path, nuclei):
+    import dask.array as da
+
+    expected = threshold_segment(nuclei, **NOSPLIT)
+    src = da.from_array(nuclei, chunks=50)
+    src.to_zarr(str(tmp_path / "in.zarr"))
+    out = tmp_path / "labels.zarr"
+    got = segment_chunked(tmp_path / "in.zarr", "threshold", NOSPLIT, chunk=CHUNK, out=out)
+    assert_same_objects(got, expected)
+    assert_same_objects(da.from_zarr(str(out)), expected)
+    with pytest.raises(ValueError, match="exists"):
+        segment_chunked(src, "threshold", NOSPLIT, chunk=CHUNK, out=out)
+    got = segment_chunked(src, "threshold", NOSPLIT, chunk=CHUNK, out=out, overwrite=True)
+    assert_same_objects(got, expected)
+    assert not list(tmp_path.glob(".segkit-work-*"))  # the intermediate maps are gone
+
+
+def test_progress_and_cancel(nuclei):
+    seen = []
+    segment_chunked(
+        nuclei, "threshold", NOSPLIT, chunk=64, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen[-1][0] == seen[-1][1] > 0
+    assert all(d <= t for d, t in seen)
+
+    def stop(done, total):
+        if done >= 3:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        segment_chunked(nuclei, "threshold", NOSPLIT, chunk=64, progress=stop)
+
+
+def test_not_blockwise_and_bad_arguments(nuclei):
+    assert "watershed" in blockwise_problem("edges", {"region_mode": "watershed"})
+    assert "quantiles" in blockwise_problem("edges", {"use_quantiles": True})
+    assert "not available block by block" in blockwise_problem("maskrcnn", {})
+    with pytest.raises(ValueError, match="floods the whole image"):
+        segment_chunked(nuclei, "edges", {"region_mode": "watershed"})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        segment_chunked(nuclei, "threshold", {"sigma": 1, **NOSPLIT})
+    with pytest.raises(ValueError, match="chunk must be an integer >= 16"):
+        segment_chunked(nuclei, "threshold", NOSPLIT, chunk=4)
+    with pytest.raises(ValueError, match="overlap=40 must be smaller than the block side"):
+        segment_chunked(nuclei, "threshold", NOSPLIT, chunk=32, overlap=40)
+    with pytest.raises(ValueError, match="scheduler must be"):
+        segment_chunked(nuclei, "threshold", NOSPLIT, scheduler=3.5)
+    assert method_overlap("threshold", {"method": "otsu"}) == 0
+    assert method_overlap("kmeans", {"smoothing": 2.0}) == 8
+
+
+def test_object_table_of_a_large_array(nuclei):
+    import dask.array as da
+
+    labels = threshold_segment(nuclei, **NOSPLIT)
+    got = chunked_object_table(da.from_array(labels, chunks=CHUNK))
+    expected = object_table(labels)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_local_cluster(nuclei):
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        expected = threshold_segment(nuclei, method="yen", **NOSPLIT)
+        got = segment_chunked(
+            nuclei, "threshold", {"method": "yen", **NOSPLIT}, chunk=48, scheduler=client
+        )
+        assert_same_objects(got, expected)
+        expected = edge_segment(nuclei, filter="sobel")
+        got = segment_chunked(nuclei, "edges", {"filter": "sobel"}, chunk=48, scheduler=client)
+        assert_same_objects(got, expected)
