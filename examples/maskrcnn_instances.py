@@ -1,4 +1,4 @@
-"""Mask R-CNN: instance segmentation, one label (one colour) per detected object.
+"""Mask R-CNN: instance segmentation, one label (one color) per detected object.
 
 Mask R-CNN first *detects*: it proposes boxes, scores them and keeps the best non-overlapping
 ones (each with a class and a score); then it predicts a mask inside every box. Every object
@@ -95,7 +95,7 @@ def main() -> None:
         )
     caption = (
         "predict_instances(image, 'nuclei'): the shipped nuclei Mask R-CNN detects boxes with a "
-        "score (the three lowest written) and predicts a mask in each: one ID and colour per "
+        "score (the three lowest written) and predicts a mask in each: one ID and color per "
         "nucleus, touching ones apart. Against the generated truth: "
         f"AP@0.5 = {score.ap:.2f} ({score.tp} matched, {score.fn} missed, {score.fp} false). "
         + coco_note
