@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage.color import label2rgb
 from skimage.transform import resize
 
-#: A fixed palette for class images (0 = background first), colour-blind friendly (Okabe-Ito).
+#: A fixed palette for class images (0 = background first), color-blind friendly (Okabe-Ito).
 CLASS_COLORS = np.array(
     [
         [0, 0, 0],
@@ -31,7 +31,7 @@ CLASS_COLORS = np.array(
     ],
     dtype=np.uint8,
 )
-#: Colours cycled over object IDs (label2rgb's own cycle, fixed so every run looks the same).
+#: Colors cycled over object IDs (label2rgb's own cycle, fixed so every run looks the same).
 OBJECT_COLORS = [
     (0.90, 0.10, 0.10),
     (0.10, 0.60, 0.90),
@@ -105,7 +105,7 @@ def classes_rgb(classes: np.ndarray, colors: np.ndarray = CLASS_COLORS) -> np.nd
 
 
 def objects_rgb(labels: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
-    """An instance label image, one colour per object, over ``image`` (grey) if given."""
+    """An instance label image, one color per object, over ``image`` (grey) if given."""
     labels = np.asarray(labels)
     if image is None:
         out = label2rgb(labels, colors=OBJECT_COLORS, bg_label=0, bg_color=(0, 0, 0))
@@ -132,15 +132,15 @@ def histogram_panel(
     bins: int = 128,
     class_colors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A histogram drawn with numpy: bars (coloured by class when ``class_colors``), cut lines."""
+    """A histogram drawn with numpy: bars (colored by class when ``class_colors``), cut lines."""
     h, w = size
     values = np.asarray(values, dtype=np.float64).ravel()
     lo, hi = float(values.min()), float(values.max())
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
     heights = np.sqrt(counts / max(counts.max(), 1))  # sqrt: the small peaks stay visible
     panel = np.full((h, w, 3), 255, np.uint8)
-    centres = (edges[:-1] + edges[1:]) / 2
-    cls = np.searchsorted(np.sort(np.asarray(cuts, float)), centres, side="left")
+    centers = (edges[:-1] + edges[1:]) / 2
+    cls = np.searchsorted(np.sort(np.asarray(cuts, float)), centers, side="left")
     for b in range(bins):
         x0, x1 = int(b * w / bins), max(int((b + 1) * w / bins), int(b * w / bins) + 1)
         top = h - int(heights[b] * (h - 10))
@@ -206,7 +206,7 @@ def label_text(rgb: np.ndarray, items, *, size: int = 12) -> np.ndarray:
 def save(fig: Image.Image, out: Path, name: str, started: float | None = None) -> Path:
     """Write the figure as a small PNG and say where (and how long the example took).
 
-    The figure is reduced to 256 colours (no dithering): a third of the size, hardly visible.
+    The figure is reduced to 256 colors (no dithering): a third of the size, hardly visible.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

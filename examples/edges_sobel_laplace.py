@@ -1,7 +1,7 @@
 """Edges: the Sobel horizontal and vertical kernels, the Laplace kernel, and regions from edges.
 
 An edge is where the intensity changes fast. Each filter is a small kernel laid on every pixel
-(a correlation): the weighted sum of the 3 x 3 neighbourhood.
+(a correlation): the weighted sum of the 3 x 3 neighborhood.
 
 - Sobel, horizontal edges, scikit-image's kernel ``[[1, 2, 1], [0, 0, 0], [-1, -2, -1]]``
   (applied as a convolution, i.e. flipped): positive (red) where the image is brighter below,

@@ -1,4 +1,4 @@
-"""Mask R-CNN: instance segmentation, one label (one colour) per detected object.
+"""Mask R-CNN: instance segmentation, one label (one color) per detected object.
 
 Mask R-CNN first *detects*: it proposes boxes, scores them and keeps the best non-overlapping
 ones (each with a class and a score); then it predicts a mask inside every box. Every object
@@ -59,18 +59,18 @@ def main() -> None:
         f"AP@0.5 = {score.ap:.2f} ({score.tp} matched, {score.fn} missed, {score.fp} false)"
     )
     scores = res.table["score"]
-    top = np.argsort(-scores)[:3]
+    unsure = np.argsort(scores)[:3]  # the three least certain detections get their score
     tagged = label_text(
         boxes_panel(image, res.table),
         [
             (f"{scores[i]:.2f}", ((res.table["bbox_y0"][i]), (res.table["bbox_x0"][i] + 8)))
-            for i in top
+            for i in unsure
         ],
         size=10,
     )
     panels = [
         ("generated nuclei", rgb8(image)),
-        ("1. detections: boxes, scores", tagged),
+        ("1. detections: boxes (lowest scores)", tagged),
         (f"2. masks: {res.n_objects} instances", objects_rgb(res.labels, image)),
         (f"true outlines: {int(truth.max())} nuclei", outlines(rgb8(image), truth)),
     ]
@@ -95,9 +95,10 @@ def main() -> None:
         )
     caption = (
         "predict_instances(image, 'nuclei'): the shipped nuclei Mask R-CNN detects boxes with a "
-        "score (three shown) and predicts a mask in each: one ID and colour per nucleus, touching "
-        f"ones apart. Against the generated truth: AP@0.5 = {score.ap:.2f} ({score.tp} matched, "
-        f"{score.fn} missed, {score.fp} false). " + coco_note
+        "score (the three lowest written) and predicts a mask in each: one ID and color per "
+        "nucleus, touching ones apart. Against the generated truth: "
+        f"AP@0.5 = {score.ap:.2f} ({score.tp} matched, {score.fn} missed, {score.fp} false). "
+        + coco_note
     )
     save(figure(panels, caption=caption, columns=4), args.out, "maskrcnn_instances", started)
 

@@ -59,7 +59,7 @@ def small_unet(folder: Path, small: bool) -> Path:
 
 
 def panoptic_rgb(panoptic: np.ndarray, divisor: int, image: np.ndarray) -> np.ndarray:
-    """The class colour (stuff: dimmed), each thing object a lighter or darker shade of it."""
+    """The class color (stuff: dimmed), each thing object a lighter or darker shade of it."""
     classes, instances = decode(panoptic, divisor)
     base = CLASS_COLORS[classes % len(CLASS_COLORS)].astype(np.float32)
     shade = np.where(instances > 0, 0.55 + 0.45 * ((instances * 7) % 10) / 9, 0.35)
@@ -94,10 +94,10 @@ def main() -> None:
 
     # write the panoptic id of a few objects on them
     objects = [i for i in ids if i > 0][:: max(1, len(ids) // 6)]
-    centres = ndi.center_of_mass(np.ones_like(panoptic.labels), panoptic.labels, objects)
+    centers = ndi.center_of_mass(np.ones_like(panoptic.labels), panoptic.labels, objects)
     tagged = label_text(
         panoptic_rgb(panoptic.labels, divisor, image),
-        [(str(i), c) for i, c in zip(objects, centres, strict=True)],
+        [(str(i), c) for i, c in zip(objects, centers, strict=True)],
         size=11,
     )
     panels = [
@@ -109,7 +109,7 @@ def main() -> None:
     source = "the shipped nuclei U-Net" if model == "nuclei" else "a small U-Net trained here"
     caption = (
         f"segment_cnn(image, model='nuclei', output='semantic' | 'instance' | 'panoptic'), "
-        f"{source}. Semantic: a class per pixel, touching nuclei merge. Instance: one ID (colour) "
+        f"{source}. Semantic: a class per pixel, touching nuclei merge. Instance: one ID (color) "
         f"per nucleus, AP@0.5 = {ap:.2f} against the generated truth. Panoptic: "
         f"id = class_id * {divisor} + instance, so nucleus k of class 1 is {divisor} + k (the "
         f"numbers written on some); background, class 0, is 0; a 'stuff' class c would be "

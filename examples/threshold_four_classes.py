@@ -61,9 +61,10 @@ def main() -> None:
         ]
     caption = (
         "threshold_segment(photo, method='cut_points', cut_points='mean, 0.5, 0.25', "
-        "output='classes'): on the photo's luminance (0..1), three cut points (red lines; 'mean' is "
-        "computed on the image) make four classes, coloured in the histogram as in the class image. Below, method='multiotsu' "
-        "with classes=4 picks the three cut points that best separate the histogram's peaks."
+        "output='classes'): on the photo's luminance (0..1), three cut points (red lines; "
+        "'mean' is computed on the image) make four classes, colored in the histogram as in the "
+        "class image. Below, method='multiotsu' with classes=4 picks the three cut points that "
+        "best separate the histogram's peaks."
     )
     save(figure(rows, caption=caption, columns=3), args.out, "threshold_four_classes", started)
 

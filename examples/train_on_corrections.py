@@ -60,7 +60,7 @@ def main() -> None:
     args = arguments(__doc__)
     started = time.perf_counter()
     size = 192 if args.small else 256
-    n_train, epochs, steps, width = (4, 5, 20, 8) if args.small else (8, 10, 30, 16)
+    n_train, epochs, steps, width = (4, 5, 20, 8) if args.small else (8, 6, 30, 16)
     pairs = [dark_nuclei(seed, size) for seed in range(n_train)]  # images + "corrected" labels
     held_out = [dark_nuclei(seed, size) for seed in (100, 101)]
     images, truths = [p[0] for p in held_out], [p[1] for p in held_out]
@@ -109,7 +109,8 @@ def main() -> None:
     ]
     caption = (
         "Dark nuclei on a bright background: the shipped nuclei U-Net (trained on bright "
-        f"fluorescent nuclei) labels the bright background instead: AP@0.5 = {ap_before:.2f} on 2 new images. "
+        "fluorescent nuclei) labels the bright background instead: "
+        f"AP@0.5 = {ap_before:.2f} on 2 new images. "
         f"train() on {n_train} images with corrected labels (blue outlines; here the generated "
         f"truth), a new {width}-wide U-Net, {epochs} x {steps} steps on the CPU ({took:.0f} s), "
         f"then segment_cnn with the saved checkpoint: AP@0.5 = {ap_after:.2f}."

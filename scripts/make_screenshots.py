@@ -2,24 +2,27 @@
 
 Each widget is docked in a real napari window through the plugin manifest (as napari does), on an
 image that suits it, Run is pressed with the default settings, the worker is waited for, and the
-window is saved as a small PNG (1000 px wide, 256 colours).
+window is saved as a small PNG (1000 px wide, 256 colors).
 
 Run it under a virtual X server::
 
     xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/make_screenshots.py --out docs/images
 
 Images: coins (Threshold, Edges), astronaut (K-means), generated nuclei (Mask R-CNN, CNN,
-Evaluate, Train; Evaluate compares an Otsu threshold with the ground truth, Train fine-tunes the
-shipped U-Net for 4 x 5 steps instead of the default 30 x 50, to finish in minutes on a CPU).
-The napari settings and the user-models folder are temporary: nothing of the user's changes. The CNN widget uses the shipped nuclei U-Net when its file is
-installed; otherwise a small U-Net is trained here first (a minute on a CPU), so the screenshot
-shows a real result (the widget then points at that checkpoint file).
+Evaluate, Train; Batch: six of them as TIFF files, with their ground truth and a threshold recipe,
+the first one and its labels shown). Evaluate compares an Otsu threshold with the ground truth.
+Train fine-tunes the shipped U-Net for 4 x 5 steps instead of the default 30 x 50, to finish in minutes on a CPU. The
+CNN widget uses the shipped nuclei U-Net when its file is installed; otherwise a small U-Net is
+trained here first (a minute on a CPU) and the widget points at that checkpoint file.
+
+The napari settings and the user-models folder are temporary: nothing of the user's changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +41,7 @@ from qtpy.QtWidgets import QApplication  # noqa: E402
 
 PLUGIN = "napari-segkit"
 WINDOW = (1700, 1050)
+MAX_KB = 150
 
 
 def manifest_widgets() -> list[str]:
@@ -94,6 +98,33 @@ def tiny_unet(folder: Path) -> Path | None:
     return res.checkpoint
 
 
+def batch_folders(viewer: napari.Viewer, scratch: Path) -> dict:
+    """Six generated nuclei images, their ground truth and a threshold recipe, in files."""
+    import tifffile
+
+    from napari_segkit.datasets import synthetic_nuclei
+    from napari_segkit.recipes import save_recipe
+
+    images, truth, output = (scratch / d for d in ("images", "truth", "labels"))
+    for folder in (images, truth):
+        folder.mkdir(parents=True, exist_ok=True)
+    for i in range(6):
+        img, lab = synthetic_nuclei(
+            (256, 256), n_nuclei=30, radius=(7, 14), touching=True, seed=100 + i
+        )
+        tifffile.imwrite(images / f"nuclei_{i}.tif", img)
+        tifffile.imwrite(truth / f"nuclei_{i}_labels.tif", lab)
+        if i == 0:
+            viewer.add_image(img, name="nuclei_0.tif")
+    recipe = save_recipe(scratch / "threshold.yaml", "threshold", {}, overwrite=True)
+    return {
+        "recipe": str(recipe),
+        "inputs": str(images),
+        "output": str(output),
+        "ground_truth": str(truth),
+    }
+
+
 def setup(viewer: napari.Viewer, name: str, scratch: Path) -> dict:
     """Load the widget's image; return what to set on the widget before Run."""
     if name in ("Threshold", "Edges"):
@@ -104,6 +135,8 @@ def setup(viewer: napari.Viewer, name: str, scratch: Path) -> dict:
 
         viewer.add_image(data.astronaut(), name="astronaut", rgb=True)
         return {}
+    if name == "Batch":
+        return batch_folders(viewer, scratch)
     viewer.open_sample(PLUGIN, "nuclei")  # generated nuclei + their ground truth (hidden)
     if name == "CNN":
         from napari_segkit.models.weights import SHIPPED_MODELS
@@ -113,8 +146,9 @@ def setup(viewer: napari.Viewer, name: str, scratch: Path) -> dict:
         path = tiny_unet(scratch)
         return {"model": "file", "checkpoint": str(path)} if path else {"skip_run": True}
     if name == "Train":
-        # the defaults, except the length: 4 short epochs fine-tuning the shipped U-Net (about
-        # two minutes on a CPU) so that the plot shows a curve
+        # the defaults, except the length: 4 short epochs fine-tuning the shipped U-Net (a
+        # few minutes on a CPU) so that the plot shows a curve; the training labels shown
+        viewer.layers["nuclei ground truth"].visible = True
         return {"epochs": 4, "steps": 5, "batch_size": 4}
     if name == "Evaluate":
         from napari_segkit.algorithms.threshold import threshold_segment
@@ -141,20 +175,39 @@ def shoot(name: str, out: Path, scratch: Path, width: int) -> Path:
             print(f"  {name}: Run did not start (see the widget's status)")
         wait(lambda: not widget.running)
     took = time.perf_counter() - started
+    if name == "Batch":  # the first image's labels, as written by the batch
+        import tifffile
+
+        written = sorted(Path(settings["output"]).glob("nuclei_0*.tif"))
+        if written:
+            viewer.add_labels(tifffile.imread(written[0]), name=written[0].name)
     status = getattr(getattr(widget, "status", None), "value", "")
     print(f"  {name}: ran in {took:.1f} s; status: {status!r}; layers: {list(viewer.layers)}")
     viewer.reset_view()
+    close_notifications(viewer)
     wait(lambda: True)
     shot = viewer.screenshot(canvas_only=False, flash=False)
-    img = Image.fromarray(np.asarray(shot)[..., :3])
-    img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
-    img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    full = Image.fromarray(np.asarray(shot)[..., :3])
     slug = name.lower().replace(" ", "").replace("-", "")
     path = out / f"{slug}.png"
-    img.save(path, optimize=True)
-    print(f"  wrote {path} ({path.stat().st_size // 1024} kB)")
+    # the most pixels and colors that fit in MAX_KB (noisy images need fewer)
+    for w, colors in [(width, 256), (width, 128), (width, 64), (width * 9 // 10, 64)]:
+        img = full.resize((w, round(full.height * w / full.width)), Image.LANCZOS)
+        img = img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        img.save(path, optimize=True)
+        if path.stat().st_size <= MAX_KB * 1024:
+            break
+    print(f"  wrote {path} ({w} px, {colors} colors, {path.stat().st_size // 1024} kB)")
     viewer.close()
     return path
+
+
+def close_notifications(viewer: napari.Viewer) -> None:
+    """Close the notification toasts that would cover the canvas."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
 
 
 def main() -> int:
@@ -166,14 +219,25 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from napari.settings import get_settings
 
-    get_settings().application.gui_notification_level = "none"  # no toasts over the canvas
+    get_settings().application.gui_notification_level = "none"  # fewer toasts over the canvas
     names = manifest_widgets()
+    chosen = [n for n in names if not args.only or n in args.only]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        print(f"not in the manifest: {unknown}; it has {names}")
+        return 1
+    if len(chosen) == 1:
+        shoot(chosen[0], args.out, Path(_SCRATCH.name), args.width)
+        return 0
     print(f"widgets in the manifest: {names}")
-    for name in names:
-        if args.only and name not in args.only:
-            continue
-        shoot(name, args.out, Path(_SCRATCH.name), args.width)
-    return 0
+    failed = []
+    for name in chosen:  # one process per widget: a fresh napari, nothing carried over
+        cmd = [sys.executable, __file__, "--out", str(args.out), "--width", str(args.width)]
+        if subprocess.run([*cmd, "--only", name]).returncode:
+            failed.append(name)
+    if failed:
+        print(f"FAILED: {failed}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

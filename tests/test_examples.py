@@ -29,14 +29,24 @@ def test_the_gallery_is_complete():
     assert not missing, f"examples/README.md does not list {missing}"
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread: as fast for tiny models, and far faster on a busy machine."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in NAMES]
 )
-def test_example_writes_its_figure(name, tmp_path, monkeypatch, capsys):
-    if name in DEEP:
-        pytest.importorskip("torch")
+def test_example_writes_its_figure(name, tmp_path, monkeypatch, capsys, request):
     from PIL import Image
 
+    if name in DEEP:
+        request.getfixturevalue("one_thread")
     monkeypatch.syspath_prepend(str(EXAMPLES))  # for the shared _figure helpers
     monkeypatch.setattr(sys, "argv", [f"{name}.py", "--small", "--out", str(tmp_path)])
     runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
