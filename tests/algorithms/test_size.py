@@ -4,6 +4,7 @@ from skimage.segmentation import clear_border
 
 from napari_segkit.algorithms.size import (
     check_diameter,
+    consistent_diameter,
     diameter_from_labels,
     diameter_from_mask,
     equivalent_diameters,
@@ -173,3 +174,47 @@ def test_resize_labels_keeps_objects_apart_and_checks():
         resize_labels(lab, (4,))
     with pytest.raises(ValueError, match="integer"):
         resize_labels(lab.astype(float), (2, 8))
+
+
+# ---- consistent_diameter: the model's own size agrees with the size it was shown at ------------
+
+
+def _model_like(true_d: float, slope: float = 0.3):
+    """A measurement that is right near the true size and merges (too big a guess) or splits
+    (too small a guess) elsewhere: m(g) = true * (g / true) ** slope."""
+    calls = []
+
+    def measure(g):
+        calls.append(g)
+        return true_d * (g / true_d) ** slope
+
+    return measure, calls
+
+
+@pytest.mark.parametrize("true_d", [5.0, 11.0, 24.0, 60.0, 100.0])
+@pytest.mark.parametrize("first", [24.0, 8.0, 90.0])
+def test_consistent_diameter_finds_the_size_from_either_side(true_d, first):
+    measure, calls = _model_like(true_d)
+    d, passes = consistent_diameter(measure, first, bounds=(2, 500), max_passes=6)
+    assert abs(d - true_d) / true_d < 0.2, (d, passes)  # the bar for object size: +-20 %
+    assert len(calls) == len(passes) <= 6
+
+
+def test_consistent_diameter_stops_when_the_first_guess_agrees():
+    measure, calls = _model_like(20.0)
+    d, passes = consistent_diameter(measure, 20.5, bounds=(2, 500))
+    assert len(calls) == 1 and d == pytest.approx(20.5)  # the guess itself: its pass is reusable
+
+
+def test_consistent_diameter_nothing_found_and_bounds():
+    d, passes = consistent_diameter(lambda g: None, 20.0, bounds=(2, 500))
+    assert d is None and len(passes) == 1
+    # the true size is outside the bounds: stops at the bound, best measurement returned
+    measure, calls = _model_like(300.0)
+    d, passes = consistent_diameter(measure, 20.0, bounds=(2, 80), max_passes=6)
+    assert max(g for g, _ in passes) == pytest.approx(80.0)
+    assert d > 80  # the measurement at the bound, not the bound
+    with pytest.raises(ValueError, match="bounds"):
+        consistent_diameter(measure, 20.0, bounds=(10, 5))
+    with pytest.raises(ValueError, match="max_passes"):
+        consistent_diameter(measure, 20.0, bounds=(2, 50), max_passes=0)

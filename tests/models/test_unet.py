@@ -167,8 +167,9 @@ def test_native_scale_is_reused_when_no_rescaling_is_needed(tiny):
     img, truth = synthetic_nuclei((128, 128), n_nuclei=20, radius=(4, 8), seed=21)
     calls = []
     res = unet.predict_unet(img, tiny, progress=lambda d, t: calls.append((d, t)))
-    assert res.scale == 1.0
-    assert calls[-1][0] == calls[-1][1]  # one pass, progress complete
+    # the classical guess is already consistent with the model: one estimating pass, reused
+    assert res.scale == pytest.approx(1.0, abs=0.1)
+    assert calls[-1][0] == calls[-1][1] == 1  # one 128 x 128 tile in all, progress complete
 
 
 @pytest.mark.parametrize("bad", [0, -3, float("nan"), float("inf"), 1e6, "big"])

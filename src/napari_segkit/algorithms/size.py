@@ -6,7 +6,7 @@ Pure numpy/scipy/scikit-image; no napari, no Qt, no torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -415,6 +415,96 @@ def estimate_diameter(
     merged = {k: np.concatenate([s[k] for s in stats]) for k in ("size", "count", "rmax", "border")}
     merged["r0"] = float(np.median([s["r0"] for s in stats]))
     return _diameter_from_stats(merged, nd)
+
+
+def consistent_diameter(
+    measure: Callable[[float], float | None],
+    first: float,
+    *,
+    bounds: tuple[float, float],
+    tolerance: float = 0.1,
+    max_passes: int = 4,
+) -> tuple[float | None, list[tuple[float, float | None]]]:
+    """The object diameter at which a model's own objects have the size it was shown at.
+
+    A model trained at one object size finds objects of about their true size when the image is
+    rescaled close to that size; shown objects far smaller it merges them into clumps, far larger it
+    cuts them into pieces of its own size. So its measurement ``m(g)`` (the median diameter of the
+    objects it finds, in the image's pixels, with the image rescaled for a guess ``g``) agrees with
+    ``g`` only near the true diameter. This searches for ``m(g) = g`` on a log scale: a first step
+    to the measured value, then secant steps, each at most 4x, within ``bounds``.
+
+    Parameters
+    ----------
+    measure : callable
+        ``measure(g) -> float or None``: run the model with the image rescaled for an object
+        diameter ``g`` and return the median diameter of its objects (image pixels), or ``None``
+        when it finds none.
+    first : float
+        The first guess (a classical estimate, or the model's own working diameter: no rescaling).
+    bounds : (float, float)
+        The smallest and largest diameter to try.
+    tolerance : float
+        Stop when ``m(g)`` and ``g`` agree within this fraction.
+    max_passes : int
+        At most this many calls of ``measure``.
+
+    Returns
+    -------
+    diameter : float or None
+        The guess at which the model agreed with itself (within ``tolerance``), so that a caller
+        can reuse that pass; else the measurement at the most consistent guess; ``None`` if
+        nothing was ever found.
+    passes : list of (guess, measured)
+        Every call made, in order.
+
+    Examples
+    --------
+    A model that measures true size (20 px) only near it, and merges or splits elsewhere:
+
+    >>> def measure(g):
+    ...     return 20 * (g / 20) ** 0.4
+    >>> d, passes = consistent_diameter(measure, 60.0, bounds=(2, 500))
+    >>> 18 < d < 22, len(passes) <= 4
+    (True, True)
+    """
+    lo, hi = (float(b) for b in bounds)
+    if not 0 < lo < hi:
+        raise ValueError(f"bounds must be two increasing positive numbers; got {bounds}")
+    if int(max_passes) < 1:
+        raise ValueError(f"max_passes must be >= 1; got {max_passes}")
+    tol = float(np.log1p(tolerance))
+    step = float(np.log(4.0))
+    lg = float(np.log(np.clip(first, lo, hi)))
+    passes: list[tuple[float, float | None]] = []
+    points: list[tuple[float, float]] = []  # (log guess, log measured - log guess)
+    for _ in range(int(max_passes)):
+        g = float(np.exp(lg))
+        m = measure(g)
+        passes.append((g, None if m is None else float(m)))
+        if m is None or not np.isfinite(m) or m <= 0:
+            break
+        h = float(np.log(m)) - lg
+        points.append((lg, h))
+        if abs(h) <= tol:
+            break
+        new = lg + h  # a fixed-point step: try the size it measured
+        if len(points) >= 2:
+            (l0, h0), (l1, h1) = points[-2], points[-1]
+            slope = (h1 - h0) / (l1 - l0) if l1 != l0 else 0.0
+            if slope < -0.05:  # m grows slower than g: the secant step lands on m = g
+                new = l1 - h1 / slope
+        new = float(np.clip(new, lg - step, lg + step))
+        new = float(np.clip(new, np.log(lo), np.log(hi)))
+        if abs(new - lg) < 1e-3 or any(abs(new - p[0]) < 1e-3 for p in points):
+            break  # stuck at a bound, or back where it has been
+        lg = new
+    if not points:
+        return None, passes
+    best_lg, best_h = min(points, key=lambda p: abs(p[1]))
+    if abs(best_h) <= tol:
+        return float(np.exp(best_lg)), passes
+    return float(np.exp(best_lg + best_h)), passes
 
 
 def _downsample(block: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:

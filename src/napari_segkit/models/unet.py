@@ -826,9 +826,9 @@ def predict_unet(
         done[0] += n
         report(progress, done[0], total[0])
 
-    def run(blocks: list, scale: float) -> Any:
+    def run(blocks: list, scale: float, source: Any = None) -> Any:
         return dense_maps(
-            chans,
+            chans if source is None else source,
             spatial_ndim=sp,
             model_ndim=model.ndim,
             prepare=prepare,
@@ -839,9 +839,9 @@ def predict_unet(
             on_batch=on_batch,
         )
 
-    def n_tiles(n_blocks: int, scale: float) -> int:
+    def n_tiles(n_blocks: int, scale: float, shape: Sequence[int] | None = None) -> int:
         return count_tiles(
-            chans.shape,
+            chans.shape if shape is None else shape,
             spatial_ndim=sp,
             model_ndim=model.ndim,
             predictor=predictor,
@@ -861,37 +861,28 @@ def predict_unet(
         elif wanted is not None:
             d_used, scale = wanted, obj_d / wanted
         else:
-            probe = _probe_blocks(all_blocks, 4)
-            total[0] = 2 * n_tiles(len(probe), 1.0)
-            report(progress, 0, total[0])
-            diameters = []
-            keep_all = len(probe) == len(all_blocks)
-            for b, maps in run(probe, 1.0):
-                lab = _first_pass_labels(maps, model, seed_threshold, distance_threshold)
-                diameters.append(ws._object_diameters(lab))
-                if keep_all:
-                    first[b] = maps
-            pooled = np.concatenate(diameters) if diameters else np.zeros(0)
-            if pooled.size == 0:
-                messages.append(
-                    "no object found at native scale to estimate the diameter: not rescaled"
-                )
-            else:
-                est = float(np.median(pooled))
+            est, first, note = _estimate_diameter(
+                chans,
+                lead,
+                sp,
+                model,
+                all_blocks,
+                run,
+                n_tiles,
+                total,
+                seed_threshold,
+                distance_threshold,
+            )
+            messages.append(note)
+            if est is not None:
                 lo, hi = AUTO_SCALE_RANGE
                 raw = obj_d / est
                 scale = float(min(max(raw, lo), hi))
                 d_used = obj_d / scale
-                messages.append(
-                    f"estimated object diameter {est:.1f} px from {pooled.size} object(s) "
-                    f"(model's {obj_d:g} px): scale {scale:.3g}"
-                    + (f" (clipped from {raw:.3g})" if scale != raw else "")
-                )
-            if abs(scale - 1.0) < 0.1:
-                scale, d_used = 1.0, (d_used if pooled.size else None)
-            else:
-                first = {}
-            done[0] = total[0] // 2
+                if scale != raw:
+                    first = {}
+                    messages.append(f"scale clipped from {raw:.3g} to {scale:.3g}")
+            done[0] = total[0]
         if scale != 1.0:
             from .tiling import scaled_shape
 
@@ -915,7 +906,7 @@ def predict_unet(
         rows: list[dict[str, np.ndarray]] = []
         offset = 0
 
-        if first:  # the native-scale pass covered every block and no rescaling is needed
+        if first:  # the last estimating pass covered every block at this scale
             source = ((b, first.pop(b)) for b in all_blocks)
         else:
             source = run(todo, scale)
@@ -985,6 +976,89 @@ def predict_unet(
         params,
         messages,
     )
+
+
+#: The automatic diameter: probe blocks are cropped (Y, X) so that the network sees at most this
+#: many pixels per side; at most this many estimating passes.
+ESTIMATE_CROP = {2: 512, 3: 160}
+ESTIMATE_PASSES = 4
+
+
+def _estimate_diameter(
+    chans: Any,
+    lead: tuple[int, ...],
+    sp: int,
+    model: LoadedUNet,
+    all_blocks: list[tuple],
+    run: Any,
+    n_tiles: Any,
+    total: list[int],
+    seed_threshold: float,
+    distance_threshold: float,
+) -> tuple[float | None, dict[tuple, np.ndarray], str]:
+    """The objects' diameter in ``chans``: a classical first guess, refined by the model itself.
+
+    :func:`napari_segkit.algorithms.size.consistent_diameter` searches for the scale at which the
+    model's objects have the size it was shown at (on at most 4 blocks, cropped around their
+    centre). Returns the diameter (None if no object was found), the maps of the last pass if it
+    covered every block uncropped at exactly that diameter (reused, no second pass), and a
+    message for the user.
+    """
+    from ..algorithms.size import consistent_diameter, estimate_diameter
+
+    obj_d = float(model.object_diameter)
+    lo, hi = AUTO_SCALE_RANGE
+    probe = _probe_blocks(all_blocks, 4)
+    spatial = tuple(int(n) for n in chans.shape[len(lead) : -1])
+    try:
+        grey = np.stack([np.asarray(chans[b], np.float32).mean(axis=-1) for b in probe])
+        guess = float(estimate_diameter(grey, spatial_ndim=sp))
+    except (TypeError, ValueError):
+        guess = float("nan")
+    classical = guess if math.isfinite(guess) and guess > 0 else None
+    kept: dict[float, dict[tuple, np.ndarray]] = {}
+
+    def measure(g: float) -> float | None:
+        scale = obj_d / g
+        side = int(math.ceil(ESTIMATE_CROP[model.ndim] / scale))
+        cut = [slice(None)] * len(chans.shape)
+        cropped = False
+        for ax in (len(chans.shape) - 3, len(chans.shape) - 2):  # Y, X
+            n = int(chans.shape[ax])
+            if n > side + 16:
+                a = (n - side) // 2
+                cut[ax] = slice(a, a + side)
+                cropped = True
+        source = chans[tuple(cut)] if cropped else chans
+        total[0] += n_tiles(len(probe), scale, source.shape)
+        found = []
+        maps_of = {}
+        for b, maps in run(probe, scale, source):
+            lab = _first_pass_labels(maps, model, seed_threshold, distance_threshold)
+            found.append(ws._object_diameters(lab))
+            if not cropped and len(probe) == len(all_blocks):
+                maps_of[b] = maps
+        kept.clear()
+        if maps_of:
+            kept[g] = maps_of
+        pooled = np.concatenate(found) if found else np.zeros(0)
+        return float(np.median(pooled)) if pooled.size else None
+
+    d, passes = consistent_diameter(
+        measure,
+        classical if classical is not None else obj_d,
+        bounds=(obj_d / hi, min(obj_d / lo, max(spatial))),
+        max_passes=ESTIMATE_PASSES,
+    )
+    start = f"classical guess {classical:.1f} px" if classical else "no classical guess"
+    steps = ", ".join(f"{g:.1f}->{'-' if m is None else f'{m:.1f}'}" for g, m in passes)
+    if d is None:
+        return None, {}, f"no object found to estimate the diameter ({start}): not rescaled"
+    note = (
+        f"estimated object diameter {d:.1f} px ({start}; model passes guess->measured: {steps}; "
+        f"model's {obj_d:g} px): scale {obj_d / d:.3g}"
+    )
+    return d, kept.get(d, {}), note
 
 
 def _min_size(min_size: int | None, diameter: float | None, ndim: int) -> int:
