@@ -259,8 +259,6 @@ PARAMS = [
 def test_hostile_input(docked, case, qtbot, notes):
     viewer, widget = docked
     name = widget_name(widget)
-    if name == "Mask R-CNN" and case in ("one pixel", "1xN"):
-        pytest.xfail("known gap: the automatic diameter refuses images narrower than 2 px")
     make = huge_stand_in if (case == "8192x8192" and name == "Mask R-CNN") else CASES[case]
     data, kwargs = make()
     viewer.layers.clear()

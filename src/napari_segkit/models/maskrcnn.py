@@ -51,6 +51,7 @@ from ..algorithms.image import (
     report,
     to_channels_last,
 )
+from ..algorithms.size import consistent_diameter
 from . import checkpoints as ckpt
 from .devices import configure_cudnn, resolve_device
 from .devices import use_half as half_on_device
@@ -608,7 +609,8 @@ def predict_instances(
     )
     estimated = False
     if diameter is None and working is not None:
-        diameter = _estimate(chans, model, spatial_ndim, run)
+        # an estimate never exceeds the image (a tiny image: nothing to measure, objects that fill it)
+        diameter = min(_estimate(chans, model, spatial_ndim, run), float(max(ny, nx)))
         estimated = True
     scale = 1.0 if diameter is None else working / diameter
     if abs(scale - 1.0) < 0.02:  # not worth resampling
@@ -839,7 +841,7 @@ def estimate_diameter(
     channel: int = 0,
     spatial_ndim: int = 2,
     device: Any = "auto",
-    refine: int = 1,
+    refine: int = 3,
     max_planes: int = 3,
     crop: int = 512,
     **kwargs: Any,
@@ -847,11 +849,12 @@ def estimate_diameter(
     """Estimate the typical object diameter (pixels) of an image for :func:`predict_instances`.
 
     A classical first guess (:func:`napari_segkit.algorithms.size.estimate_diameter`: foreground,
-    distance transform), then ``refine`` times: the model runs on a central crop of a few planes
-    rescaled for the current guess, and the guess becomes the median equivalent diameter
-    ``2 sqrt(area / pi)`` of its detections (those away from the crop's border), if it found at
-    least 5 and this stays within a factor :data:`REFINE_AGREEMENT` of the classical guess. This
-    is what ``predict_instances(diameter=None)`` does.
+    distance transform), then at most ``refine`` model passes: the model runs on a central crop of
+    a few planes rescaled for the current guess and measures the median equivalent diameter
+    ``2 sqrt(area / pi)`` of its detections (those away from the crop's border, at least 5), until
+    the size it finds agrees with the size it was shown at
+    (:func:`napari_segkit.algorithms.size.consistent_diameter`, the search the U-Nets use too).
+    This is what ``predict_instances(diameter=None)`` does.
 
     Parameters
     ----------
@@ -864,7 +867,7 @@ def estimate_diameter(
     device : str
         Where the model runs (see :func:`load_model`).
     refine : int
-        Model passes after the classical guess (0: the classical guess alone).
+        At most this many model passes after the classical guess (0: the classical guess alone).
     max_planes : int
         Planes sampled from a stack (evenly spaced).
     crop : int
@@ -901,7 +904,7 @@ def _estimate(
     model: LoadedModel,
     spatial_ndim: int,
     run: dict[str, Any],
-    refine: int = 1,
+    refine: int = 3,
     max_planes: int = 3,
     crop: int = 512,
 ) -> float:
@@ -929,15 +932,18 @@ def _estimate(
     if not math.isfinite(guess) or guess <= 0:
         guess = working
     top = min(1000.0, max(ny, nx))
-    guess = classical = float(np.clip(guess, 2.0, top))
-    for _ in range(int(refine)):
-        side = max(32, int(round(crop * guess / working)))
+    classical = float(np.clip(guess, min(2.0, top), top))
+    if int(refine) == 0:
+        return classical
+
+    def measure(g: float) -> float | None:
+        side = max(32, int(round(crop * g / working)))
         y0, x0 = max(0, (ny - side) // 2), max(0, (nx - side) // 2)
         y1, x1 = min(ny, y0 + side), min(nx, x0 + side)
         sample = np.stack([np.asarray(chans[idx])[y0:y1, x0:x1] for idx in picks])
         color = sample.shape[-1] == 3
         res = predict_instances(
-            sample if color else sample[..., 0], model, diameter=guess, rgb=color, **run
+            sample if color else sample[..., 0], model, diameter=g, rgb=color, **run
         )
         t = res.table
         away = (
@@ -948,18 +954,14 @@ def _estimate(
             & (t["bbox_x1"] < (x1 - x0) - 1)
         )
         if away.sum() < 5:
-            break
-        measured = float(np.median(2 * np.sqrt(t["area"][away] / np.pi)))
-        if not 1 / REFINE_AGREEMENT <= measured / classical <= REFINE_AGREEMENT:
-            break  # the model disagrees too much (e.g. cuts objects it never saw into pieces)
-        guess = float(np.clip(measured, 2.0, top))
-    return guess
+            return None
+        return float(np.median(2 * np.sqrt(t["area"][away] / np.pi)))
 
-
-#: A model pass may move the classical diameter guess by at most this factor either way: a model
-#: shown objects far from its training sizes cuts them into pieces of its own size, which the
-#: guard refuses (measured: benchmarks/eval_maskrcnn_size.py).
-REFINE_AGREEMENT = 1.5
+    lo, hi = max(2.0, working / 5), min(top, working * 5)
+    if hi <= lo:  # an image too small to show the model objects of its size
+        return classical
+    found, _ = consistent_diameter(measure, classical, bounds=(lo, hi), max_passes=int(refine))
+    return classical if found is None else float(np.clip(found, 2.0, top))
 
 
 _ESTIMATE_KEYS = (
@@ -1269,6 +1271,11 @@ def _detect(
         t0 = _tick("backbone", t0, dev)
         proposals, _ = module.rpn(images, features)
         t0 = _tick("rpn", t0, dev)
+        # torchvision's RoI poolers cache their feature scales from the first batch's image
+        # sizes: a batch of tiny images (smaller than the padding) would spoil them for good
+        for pool in (module.roi_heads.box_roi_pool, module.roi_heads.mask_roi_pool):
+            if pool is not None:
+                pool.scales = pool.map_levels = None
         dets, _ = module.roi_heads(features, proposals, images.image_sizes)
         t0 = _tick("roi_heads", t0, dev)
     out = []
