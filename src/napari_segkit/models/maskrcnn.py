@@ -1262,7 +1262,9 @@ def _detect(
     x = (x - mean[None, :, None, None]) / std[None, :, None, None]
     ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
     if (ph, pw) != (h, w):
-        x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
+        # mirrored, not zeros: a step at the padding's edge makes objects appear along it
+        mode = "reflect" if (ph - h < h and pw - w < w) else "replicate"
+        x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h), mode=mode)
     x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x.contiguous()
     images = ImageList(x, [(h, w)] * x.shape[0])
     t0 = _tick("upload_normalise", t0, dev)

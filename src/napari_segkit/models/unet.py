@@ -80,8 +80,10 @@ DISTANCE_ACTIVATIONS = ("sigmoid", "none")
 OUTPUTS = ("instance", "semantic")
 #: An int ``tile_size`` above this is capped to it for a 3D U-Net (its overlap to a quarter of it).
 MAX_TILE_3D = 128
-#: Automatic rescaling (``diameter=None``) stays within these factors.
-AUTO_SCALE_RANGE = (0.25, 4.0)
+#: Automatic rescaling (``diameter=None``) stays within these factors (2D; 3D: a volume grows
+#: with the cube of the scale, so it stays within ``AUTO_SCALE_RANGE_3D``).
+AUTO_SCALE_RANGE = (0.2, 5.0)
+AUTO_SCALE_RANGE_3D = (1 / 3, 2.0)
 
 
 def build_unet(
@@ -875,7 +877,7 @@ def predict_unet(
             )
             messages.append(note)
             if est is not None:
-                lo, hi = AUTO_SCALE_RANGE
+                lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
                 raw = obj_d / est
                 scale = float(min(max(raw, lo), hi))
                 d_used = obj_d / scale
@@ -1007,7 +1009,7 @@ def _estimate_diameter(
     from ..algorithms.size import consistent_diameter, estimate_diameter
 
     obj_d = float(model.object_diameter)
-    lo, hi = AUTO_SCALE_RANGE
+    lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
     probe = _probe_blocks(all_blocks, 4)
     spatial = tuple(int(n) for n in chans.shape[len(lead) : -1])
     try:
