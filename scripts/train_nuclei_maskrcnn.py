@@ -16,7 +16,7 @@ after reloading the saved file; prints AP@0.5 = TP / (TP + FP + FN), F1 and the 
 estimate's error, and the same with the true diameter given. The checkpoint (safetensors,
 float16, a few MB) records ``object_diameter`` and the scores.
 
-Usage (a GPU is much faster; the shipped model: ~8 minutes on one H100)::
+Usage (a GPU is much faster; the shipped model: `--minutes 7 --init nuclei` on one H200)::
 
     python scripts/train_nuclei_maskrcnn.py --minutes 8 --workers 16 \\
         -o src/napari_segkit/models/weights/nuclei_maskrcnn_small.safetensors
