@@ -139,13 +139,17 @@ def classes_to_objects(
 _THREAD_PIXELS = 1 << 20
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def n_threads(n_pixels: int) -> int:
     """Threads worth using on ``n_pixels``: one per available core, each with >= 1M pixels."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, n_pixels // _THREAD_PIXELS))
+    return max(1, min(available_cores(), n_pixels // _THREAD_PIXELS))
 
 
 def run_threads(func: Callable[[int], object], n: int, threads: int) -> list:

@@ -143,8 +143,9 @@ SPEC = register(
             Param(
                 "tile_size",
                 int,
-                512,
-                "Images larger than this are cut into overlapping tiles, blended without seams.",
+                1024,
+                "Images larger than this are cut into overlapping tiles, blended without seams "
+                "(as few as cover the image, shrunk to overlap no more than needed).",
                 min=64,
                 max=8192,
                 step=64,
@@ -182,7 +183,7 @@ def segment_cnn(
     thing_classes: str | None = None,
     device: str = "auto",
     half: bool = True,
-    tile_size: int = 512,
+    tile_size: int = 1024,
     tile_overlap: int = 64,
     batch_size: int = 4,
     spatial_ndim: int = 2,

@@ -315,7 +315,7 @@ def predict_semantic(
     image: Any,
     model: str | os.PathLike | Any = "deeplabv3_resnet50",
     *,
-    tile_size: int = 512,
+    tile_size: int = 1024,
     tile_overlap: int = 64,
     batch_size: int = 4,
     device: Any = "auto",

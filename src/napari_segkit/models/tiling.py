@@ -21,11 +21,24 @@ from typing import Any
 import numpy as np
 
 
-def _axis_starts(n: int, tile: int, overlap: int) -> list[int]:
+def _axis_tiles(n: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """The fewest equal tiles of at most ``tile`` that cover ``n`` with ``overlap``: size, starts.
+
+    The tiles are shrunk to cover ``n`` with no more overlap than needed (rounded up to
+    ``multiple`` where that stays within ``tile`` and ``n``) and spread evenly.
+    """
     if n <= tile:
-        return [0]
-    step = tile - overlap
-    return sorted(set(list(range(0, n - tile, step)) + [n - tile]))
+        return n, [0]
+    k = math.ceil((n - overlap) / (tile - overlap))
+    size = math.ceil((n + (k - 1) * overlap) / k)
+    rounded = math.ceil(size / multiple) * multiple
+    if rounded <= min(tile, n):
+        size = rounded
+    while True:
+        starts = [(i * (n - size)) // (k - 1) for i in range(k)]
+        if all(b - a <= size - overlap for a, b in zip(starts, starts[1:], strict=False)):
+            return size, starts
+        size += 1  # integer starts lost a pixel of overlap
 
 
 def check_tiling(
@@ -58,23 +71,28 @@ def check_tiling(
 
 
 def tile_layout(
-    shape: Sequence[int], tile_size: Sequence[int], overlap: Sequence[int]
+    shape: Sequence[int], tile_size: Sequence[int], overlap: Sequence[int], multiple: int = 1
 ) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
     """Equal tiles covering ``shape``: their size and the start of each.
 
-    Along each axis the tiles are ``min(tile_size, n)`` long, consecutive ones overlap by at least
-    ``overlap``, and the last one is flush with the edge.
+    Along each axis: the fewest tiles of at most ``tile_size`` whose neighbours overlap by at
+    least ``overlap``, shrunk to cover the axis with as little overlap as that allows (rounded up
+    to a multiple of ``multiple`` where that still fits) and spread evenly; the first starts at 0,
+    the last is flush with the edge. An axis that fits in one tile is one tile of its length.
 
     Examples
     --------
     >>> tile_layout((100, 40), (64, 64), (16, 16))
-    ((64, 40), [(0, 0), (36, 0)])
+    ((58, 40), [(0, 0), (42, 0)])
+    >>> tile_layout((1024,), (512,), (64,), multiple=16)  # not 512, 448, 512: 1.5x the pixels
+    ((384,), [(0,), (320,), (640,)])
     """
-    sizes = tuple(min(int(t), int(n)) for t, n in zip(tile_size, shape, strict=True))
     per_axis = [
-        _axis_starts(int(n), s, int(o)) for n, s, o in zip(shape, sizes, overlap, strict=True)
+        _axis_tiles(int(n), int(t), int(o), int(multiple))
+        for n, t, o in zip(shape, tile_size, overlap, strict=True)
     ]
-    return sizes, list(itertools.product(*per_axis))
+    sizes = tuple(size for size, _ in per_axis)
+    return sizes, list(itertools.product(*(starts for _, starts in per_axis)))
 
 
 def _ramp(length: int, start: int, n: int, width: int) -> np.ndarray:
@@ -148,7 +166,7 @@ class TiledPredictor:
 
     def n_tiles(self, shape: Sequence[int]) -> int:
         """How many tiles a block of spatial ``shape`` takes."""
-        return len(tile_layout(shape, self.tile_size, self.overlap)[1])
+        return len(tile_layout(shape, self.tile_size, self.overlap, self.multiple)[1])
 
     def run(
         self,
@@ -167,7 +185,7 @@ class TiledPredictor:
         states: list[dict[str, Any]] = []
         for key, x in blocks:
             spatial = tuple(int(s) for s in x.shape[1:])
-            sizes, starts = tile_layout(spatial, self.tile_size, self.overlap)
+            sizes, starts = tile_layout(spatial, self.tile_size, self.overlap, self.multiple)
             state = {
                 "key": key,
                 "x": x,

@@ -31,7 +31,9 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -637,7 +639,7 @@ def predict_unet(
     *,
     output: str = "instance",
     diameter: float | None = None,
-    tile_size: int | Sequence[int] = 512,
+    tile_size: int | Sequence[int] = 1024,
     tile_overlap: int = 64,
     batch_size: int = 4,
     device: Any = "auto",
@@ -912,8 +914,9 @@ def predict_unet(
             source = ((b, first.pop(b)) for b in all_blocks)
         else:
             source = run(todo, scale)
-        for b, maps in source:
-            lab, table = postprocess(maps, d_used)
+
+        def publish(b: tuple, maps: np.ndarray, lab: np.ndarray, table: dict) -> None:
+            nonlocal offset
             if probs is not None:
                 probs[b] = np.moveaxis(maps, 0, -1)
             if output == "instance":
@@ -932,6 +935,29 @@ def predict_unet(
                     }
                 rows.append(table)
             labels_out[b] = lab
+
+        # the watershed and table of a block run on the CPU threads (numpy, scipy and
+        # scikit-image release the GIL) while the network works on the next blocks; results are
+        # published in block order, at most 2 per thread waiting
+        threads = n_threads(len(all_blocks))
+        if threads <= 1:
+            for b, maps in source:
+                publish(b, maps, *postprocess(maps, d_used))
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                waiting: deque = deque()
+                try:
+                    for b, maps in source:
+                        waiting.append((b, maps, pool.submit(postprocess, maps, d_used)))
+                        while len(waiting) > 2 * threads or (waiting and waiting[0][2].done()):
+                            b0, maps0, fut = waiting.popleft()
+                            publish(b0, maps0, *fut.result())
+                    while waiting:
+                        b0, maps0, fut = waiting.popleft()
+                        publish(b0, maps0, *fut.result())
+                finally:
+                    for *_, fut in waiting:  # cancelled or failed: drop what is left
+                        fut.cancel()
     if output == "instance":
         if rows:
             table = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
@@ -1061,6 +1087,14 @@ def _estimate_diameter(
         f"model's {obj_d:g} px): scale {obj_d / d:.3g}"
     )
     return d, kept.get(d, {}), note
+
+
+def n_threads(n_blocks: int) -> int:
+    """CPU threads for the post-processing of ``n_blocks`` blocks: one per core, at most one per
+    block."""
+    from ..algorithms.objects import available_cores
+
+    return max(1, min(available_cores(), int(n_blocks)))
 
 
 def _min_size(min_size: int | None, diameter: float | None, ndim: int) -> int:
