@@ -87,8 +87,16 @@ def use_half(device: Any, half: bool = True) -> bool:
     return bool(half) and getattr(device, "type", str(device)) == "cuda"
 
 
+#: cuDNN autotunes a new input size in about a second: worth it from this many equal tiles on.
+AUTOTUNE_TILES = 16
+
+
 def configure_cudnn(device: Any, *, fixed_size: bool = True) -> None:
-    """cuDNN autotuning on a CUDA device when every batch has the same size (tiles)."""
+    """cuDNN autotuning on a CUDA device when many batches have the same size (tiles).
+
+    With an automatic object size every image is rescaled differently, so a call with a few
+    tiles (an estimating pass, one image in the viewer) would autotune a new size each time.
+    """
     if getattr(device, "type", None) != "cuda":
         return
     import torch

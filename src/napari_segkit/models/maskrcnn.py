@@ -53,7 +53,7 @@ from ..algorithms.image import (
 )
 from ..algorithms.size import consistent_diameter
 from . import checkpoints as ckpt
-from .devices import configure_cudnn, resolve_device
+from .devices import AUTOTUNE_TILES, configure_cudnn, resolve_device
 from .devices import use_half as half_on_device
 from .normalize import normalization_range
 from .paste import paste_masks, paste_scores
@@ -644,7 +644,8 @@ def predict_instances(
     units = [(p, t) for p in range(len(planes)) for t in range(len(plan))]
     total = len(units)
     use_half = half_on_device(dev, half)
-    configure_cudnn(dev)  # every batch has the same tile size
+    # every batch has the same tile size: autotune where enough of them follow
+    configure_cudnn(dev, fixed_size=total >= AUTOTUNE_TILES)
     params = dict(
         model=model.source,
         architecture=model.architecture,

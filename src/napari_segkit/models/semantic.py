@@ -372,7 +372,7 @@ def predict_semantic(
     import torch
 
     from . import unet
-    from .devices import configure_cudnn, use_half
+    from .devices import AUTOTUNE_TILES, configure_cudnn, use_half
     from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
 
     image = check_image(image)
@@ -419,7 +419,8 @@ def predict_semantic(
     prepare = _prepare_rgb(int(chans.shape[-1]), bool(rgb), int(channel), model.normalization)
     dev = model.device
     half_on = use_half(dev, half)
-    configure_cudnn(dev)
+    # autotune only where many planes of one size follow (see configure_cudnn)
+    configure_cudnn(dev, fixed_size=int(np.prod(lead, dtype=np.int64)) >= AUTOTUNE_TILES)
 
     def forward(x: Any) -> Any:
         if dev.type == "cuda":

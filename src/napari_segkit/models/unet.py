@@ -728,7 +728,7 @@ def predict_unet(
     """
     import torch
 
-    from .devices import configure_cudnn, use_half
+    from .devices import AUTOTUNE_TILES, configure_cudnn, use_half
     from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
 
     if output not in OUTPUTS:
@@ -773,7 +773,7 @@ def predict_unet(
     prepare = _prepare(adapt, model.normalization)
     dev = model.device
     half_on = use_half(dev, half)
-    configure_cudnn(dev)
+    configure_cudnn(dev, fixed_size=False)  # estimating passes: sizes vary
     n_out = model.out_channels
     predictor = TiledPredictor(
         _forward(model, half_on),
@@ -900,6 +900,7 @@ def predict_unet(
             )
         todo = [b for b in all_blocks if b not in first]
         total[0] = done[0] + n_tiles(len(todo), scale)
+        configure_cudnn(dev, fixed_size=n_tiles(len(todo), scale) >= AUTOTUNE_TILES)
         report(progress, done[0], total[0])
         labels_dtype = np.int32 if output == "instance" else _class_dtype(len(class_names))
         labels_out = np.zeros(out_shape, labels_dtype)
