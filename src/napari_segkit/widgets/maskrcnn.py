@@ -19,7 +19,7 @@ from .cnn import _LISTENERS, user_model_choices
 
 COCO = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 MODEL_CHOICES = [
-    ("nuclei (shipped demo model)", "nuclei"),
+    ("nuclei (shipped, fluorescence nuclei)", "nuclei"),
     ("ResNet-50 FPN, COCO", "maskrcnn_resnet50_fpn"),
     ("ResNet-50 FPN v2, COCO", "maskrcnn_resnet50_fpn_v2"),
     ("checkpoint file...", "file"),
