@@ -377,3 +377,12 @@ def test_split_touching_options():
     for bad in (0, -1, np.nan):
         with pytest.raises(ValueError, match="diameter"):
             threshold_segment(img, diameter=bad)
+
+
+def test_li_on_integers_of_a_huge_range():
+    """scikit-image histograms integer images one bin per value: int64 extremes must still work."""
+    img = (np.random.default_rng(0).random((64, 64)) * 2**62).astype(np.int64)
+    t = threshold_value(img, "li")
+    assert img.min() < t < img.max()
+    labels = threshold_segment(img, method="li")
+    assert labels.shape == img.shape and labels.max() > 0

@@ -392,11 +392,12 @@ def split_touching(
         mask = labels > 0
     if not mask.any():
         return np.zeros(arr.shape, np.int32)
+    extent = [n * s for n, s in zip(arr.shape, spacing, strict=True)]
     if diameter is None:
         diameter = size.diameter_from_mask(mask, spacing=spacing)
         if not np.isfinite(diameter):
             return _relabel_pairs(labels, np.zeros_like(labels))
-    extent = [n * s for n, s in zip(arr.shape, spacing, strict=True)]
+        diameter = min(diameter, max(extent))  # a measurement never exceeds the image
     diameter = size.check_diameter(diameter, shape=extent)
     # distance to the background and to other labels' borders
     inner = mask & ~find_boundaries(labels, mode="inner") if labels.max() > 1 else mask

@@ -417,6 +417,26 @@ def estimate_diameter(
     return _diameter_from_stats(merged, nd)
 
 
+def central_crop(block: Any, side: int) -> Any:
+    """The central ``side`` x ``side`` window of the Y, X axes of a channels-last block
+    ``(..., Y, X, C)`` (numpy or dask; the whole axis where it is shorter).
+
+    A first, classical size estimate reads this much only: the model passes refine it.
+
+    Examples
+    --------
+    >>> central_crop(np.zeros((5, 1000, 300, 1)), 512).shape
+    (5, 512, 300, 1)
+    """
+    cut = [slice(None)] * block.ndim
+    for ax in (block.ndim - 3, block.ndim - 2):
+        n = int(block.shape[ax])
+        if n > side:
+            a = (n - side) // 2
+            cut[ax] = slice(a, a + side)
+    return block[tuple(cut)]
+
+
 def consistent_diameter(
     measure: Callable[[float], float | None],
     first: float,
@@ -441,7 +461,8 @@ def consistent_diameter(
         diameter ``g`` and return the median diameter of its objects (image pixels), or ``None``
         when it finds none.
     first : float
-        The first guess (a classical estimate, or the model's own working diameter: no rescaling).
+        The first guess (a classical estimate, e.g. of a :func:`central_crop`, or the model's own
+        working diameter: no rescaling).
     bounds : (float, float)
         The smallest and largest diameter to try.
     tolerance : float

@@ -188,7 +188,11 @@ def threshold_value(
     if method == "mean":
         return float(np.mean(finite_values(image), dtype=np.float64))
     if method == "li":
-        return float(filters.threshold_li(finite_values(image)))
+        values = finite_values(image)
+        if values.dtype.kind in "iu" and values.size and int(np.ptp(values)) > 2**24:
+            # scikit-image histograms integers one bin per value: a huge range would not fit
+            values = values.astype(np.float64)
+        return float(filters.threshold_li(values))
     hist = histogram(image, nbins)
     if hist[0].size == 1 or np.count_nonzero(hist[0]) <= 1:
         # a constant image: nothing is above its only value

@@ -51,7 +51,7 @@ from ..algorithms.image import (
     report,
     to_channels_last,
 )
-from ..algorithms.size import consistent_diameter
+from ..algorithms.size import central_crop, consistent_diameter
 from . import checkpoints as ckpt
 from .devices import AUTOTUNE_TILES, configure_cudnn, resolve_device
 from .devices import use_half as half_on_device
@@ -925,7 +925,12 @@ def _estimate(
         candidates = first[nz // 4 : max(nz // 4 + 1, 3 * nz // 4)] or first
     k = max(1, min(int(max_planes), len(candidates)))
     picks = [candidates[int(i)] for i in np.linspace(0, len(candidates) - 1, k).round()]
-    grey = np.stack([np.asarray(chans[idx], dtype=np.float32).mean(axis=-1) for idx in picks])
+    grey = np.stack(
+        [
+            np.asarray(central_crop(chans[idx], CLASSICAL_CROP), dtype=np.float32).mean(axis=-1)
+            for idx in picks
+        ]
+    )
     try:
         guess = float(_classical_diameter(grey))
     except (TypeError, ValueError):  # nothing to measure (a tiny or empty image)
@@ -964,6 +969,9 @@ def _estimate(
     found, _ = consistent_diameter(measure, classical, bounds=(lo, hi), max_passes=int(refine))
     return classical if found is None else float(np.clip(found, 2.0, top))
 
+
+#: The classical first size guess reads the central window of this side (pixels) of a plane.
+CLASSICAL_CROP = 512
 
 _ESTIMATE_KEYS = (
     "score_threshold",

@@ -1033,14 +1033,19 @@ def _estimate_diameter(
     covered every block uncropped at exactly that diameter (reused, no second pass), and a
     message for the user.
     """
-    from ..algorithms.size import consistent_diameter, estimate_diameter
+    from ..algorithms.size import central_crop, consistent_diameter, estimate_diameter
 
     obj_d = float(model.object_diameter)
     lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
     probe = _probe_blocks(all_blocks, 4)
     spatial = tuple(int(n) for n in chans.shape[len(lead) : -1])
     try:
-        grey = np.stack([np.asarray(chans[b], np.float32).mean(axis=-1) for b in probe])
+        grey = np.stack(
+            [
+                np.asarray(central_crop(chans[b], ESTIMATE_CROP[2]), np.float32).mean(axis=-1)
+                for b in probe
+            ]
+        )
         guess = float(estimate_diameter(grey, spatial_ndim=sp))
     except (TypeError, ValueError):
         guess = float("nan")
@@ -1049,16 +1054,8 @@ def _estimate_diameter(
 
     def measure(g: float) -> float | None:
         scale = obj_d / g
-        side = int(math.ceil(ESTIMATE_CROP[model.ndim] / scale))
-        cut = [slice(None)] * len(chans.shape)
-        cropped = False
-        for ax in (len(chans.shape) - 3, len(chans.shape) - 2):  # Y, X
-            n = int(chans.shape[ax])
-            if n > side + 16:
-                a = (n - side) // 2
-                cut[ax] = slice(a, a + side)
-                cropped = True
-        source = chans[tuple(cut)] if cropped else chans
+        source = central_crop(chans, int(math.ceil(ESTIMATE_CROP[model.ndim] / scale)))
+        cropped = tuple(source.shape) != tuple(chans.shape)
         total[0] += n_tiles(len(probe), scale, source.shape)
         found = []
         maps_of = {}
