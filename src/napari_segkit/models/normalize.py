@@ -73,5 +73,10 @@ def normalize(block: np.ndarray, norm: dict[str, Any] | None = None) -> np.ndarr
     True
     """
     lo, scale = normalization_range(block, norm)
-    out = (np.asarray(block, dtype=np.float32) - lo) * scale
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    block = np.asarray(block)
+    out = block.astype(np.float32)  # a copy: the passes below work in place
+    out -= lo
+    out *= scale
+    if block.dtype.kind in "fc":  # integers have no NaN or infinity
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
