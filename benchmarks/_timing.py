@@ -25,3 +25,17 @@ def peak_memory(func: Callable[[], object]) -> int:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
+
+
+def torch_machine(dev) -> str:
+    """One line naming the machine a torch benchmark ran on: CPU, cores, torch threads, GPU."""
+    import os
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}; device {dev}"
+    )

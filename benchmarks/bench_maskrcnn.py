@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
 
 import numpy as np
 import torch
+from _timing import torch_machine
 
 from napari_segkit.algorithms.instances import auto_max_detections
 from napari_segkit.datasets import synthetic_nuclei
@@ -118,11 +117,7 @@ def ours(
 
 
 def machine(dev: torch.device) -> str:
-    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, GPU: {gpu}, "
-        f"torch {torch.__version__}"
-    )
+    return torch_machine(dev)
 
 
 def main(argv=None) -> None:

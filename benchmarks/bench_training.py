@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
 import torch
+from _timing import torch_machine
 
 from napari_segkit.datasets import realistic_nuclei
 from napari_segkit.models import training as tr
@@ -103,12 +103,7 @@ def main() -> None:
     a = ap.parse_args()
     dev = resolve_device(a.device)
     steps = a.steps or (50 if dev.type == "cuda" else 10)
-    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), GPU: {gpu}; device {dev}; batch {a.batch}, "
-        f"{steps} steps timed"
-    )
+    print(f"machine: {torch_machine(dev)}; batch {a.batch}, {steps} steps timed")
     pairs = [realistic_nuclei((768, 768), diameter=24.0, seed=s) for s in range(4)]
     rows = []
     for size in [int(s) for s in a.sizes.split(",")]:

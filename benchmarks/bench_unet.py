@@ -23,12 +23,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
+from _timing import torch_machine
 
 from napari_segkit.datasets import synthetic_nuclei
 from napari_segkit.models import unet
@@ -64,11 +63,7 @@ def main() -> None:
     args = p.parse_args()
     dev = resolve_device(args.device)
     size = args.size or (2048 if dev.type == "cuda" else 512)
-    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads "
-        f"{torch.get_num_threads()}, GPU: {gpu}; device {dev}"
-    )
+    print(f"machine: {torch_machine(dev)}")
     torch.manual_seed(0)
     net = unet.build_unet(depth=4, width=32)
     model = unet._ready(
