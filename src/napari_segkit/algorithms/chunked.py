@@ -19,7 +19,14 @@ for every method where that can be done block by block:
   method's connectivity, as dask-image's ``label``), so an object that crosses a seam gets ONE
   ID. Hole filling (a hole is a background component that does not reach the image border),
   Canny's hysteresis (a weak-edge component that holds a strong edge) and the minimum size (the
-  object's total area) are decided on these joined components, so they are exact too.
+  object's total area) are decided on these joined components, so they are exact too;
+- **touching objects are split object by object** (threshold objects, ``split_touching``): each
+  joined object is split by the block that holds its bounding box's first corner, on a crop of
+  the labels around it (2 diameters more on every side: the distance map, its smoothing and the
+  seeds' spacing see no further), so it is split as in the whole plane; the pieces are then
+  numbered in object order and written block by block. The automatic diameter is measured on
+  the central 4096 x 4096 pixels (256**3 voxels) of the joined objects: on a smaller image, the
+  whole of it, as in memory.
 
 Not blockwise: the edges watershed (flooding and its distance-transform seeds see the whole
 image), Canny with ``use_quantiles`` (quantiles of the whole gradient), and Mask R-CNN / CNN
@@ -85,11 +92,6 @@ def blockwise_problem(method: str, params: dict | None = None) -> str | None:
     if method not in CHUNKED_METHODS:
         return f"{method}: not available block by block (methods: {', '.join(CHUNKED_METHODS)})"
     p = _full_params(method, params)
-    if method == "threshold" and p.get("output") == "objects" and p.get("split_touching"):
-        return (
-            "threshold: split_touching is not available block by block yet (pass "
-            "split_touching=False, or segment in memory)"
-        )
     if method == "edges":
         if p["region_mode"] == "watershed":
             return (
@@ -1516,6 +1518,8 @@ def _run_threshold(runner, plane, grid, depth, p, code_path, out_path, idx, offs
     """One plane/volume of the threshold method; returns the new ID offset."""
     from .threshold import GLOBAL_METHODS, parse_cut_points
 
+    first = offset
+
     method = p["method"]
     nb = len(grid.blocks())
     blocks = _plane_blocks(plane, grid, depth)
@@ -1608,7 +1612,232 @@ def _run_threshold(runner, plane, grid, depth, p, code_path, out_path, idx, offs
             for b in grid.blocks()
         ]
     )
+    if p["output"] == "objects" and p["split_touching"]:
+        offset = _split_pass(
+            runner,
+            grid,
+            out_path,
+            out_region,
+            first,
+            offset,
+            p["diameter"],
+            int(p["min_size"]),
+            str(Path(code_path).parent),
+        )
     return offset
+
+
+# ---- splitting touching objects, object by object --------------------------------------------------
+#: The automatic split diameter is measured on at most this many pixels around the plane's centre.
+SPLIT_SAMPLE_PIXELS = 4096 * 4096
+
+
+def _bbox_block(out_path: str, region: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IDs in one block of the labels and each one's bounding box there (inclusive, plane
+    coordinates)."""
+    lab = _read(out_path, region)
+    n0 = len(region) - lab.ndim  # leading (stack) axes of the region, indexed by ints
+    starts = np.array([s.start for s in region[n0:]], np.int64)
+    boxes = ndi.find_objects(lab)
+    ids = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], np.int64)
+    lo = np.array([[s.start for s in boxes[i - 1]] for i in ids], np.int64).reshape(-1, lab.ndim)
+    hi = np.array([[s.stop - 1 for s in boxes[i - 1]] for i in ids], np.int64).reshape(-1, lab.ndim)
+    return ids, lo + starts, hi + starts
+
+
+def _split_owned_block(
+    out_path: str,
+    lead: tuple,
+    shape: tuple,
+    ids: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    diameter: float,
+    margin: int,
+    store: str,
+    single: bool,
+    min_size: int,
+    block_side: int,
+) -> np.ndarray:
+    """Split the objects ``ids`` (bounding boxes ``lo..hi``) as the whole plane's split would:
+    each on a crop of the labels grown by ``margin`` (``single``: the plane's only object, split
+    as a mask, as the whole plane's split does), pieces under ``min_size`` pixels dropped; keeps each object's pieces (numbered 1..k
+    within it, on its bounding box) in ``store`` (.npz) and returns k per object."""
+    from .objects import split_touching
+
+    counts = np.zeros(len(ids), np.int64)
+    pieces = {}
+    outers = [
+        tuple(
+            slice(max(int(x) - margin, 0), min(int(y) + 1 + margin, n))
+            for x, y, n in zip(a, b, shape, strict=True)
+        )
+        for a, b in zip(lo, hi, strict=True)
+    ]
+    # one read for the usual objects (the union of their neighbourhoods); an object whose
+    # neighbourhood is larger than a block reads its own, so memory follows the objects' size
+    usual = [max(o.stop - o.start for o in outer) <= block_side for outer in outers]
+    union, labels = None, None
+    if any(usual):
+        union = tuple(
+            slice(
+                min(o[ax].start for o, u in zip(outers, usual, strict=True) if u),
+                max(o[ax].stop for o, u in zip(outers, usual, strict=True) if u),
+            )
+            for ax in range(len(shape))
+        )
+        labels = _read(out_path, lead + union)
+    for k, (i, a, b, outer) in enumerate(zip(ids, lo, hi, outers, strict=True)):
+        if usual[k]:
+            local = tuple(
+                slice(o.start - u.start, o.stop - u.start)
+                for o, u in zip(outer, union, strict=True)
+            )
+            crop = labels[local]
+        else:
+            crop = _read(out_path, lead + outer)
+        # as the whole plane's split: labels of several objects, or one object's mask
+        split = split_touching(crop if single is False else crop > 0, diameter=diameter)
+        box = tuple(
+            slice(int(x) - o.start, int(y) + 1 - o.start)
+            for x, y, o in zip(a, b, outer, strict=True)
+        )
+        mine = crop[box] == i
+        sub = np.where(mine, split[box], 0)
+        if min_size > 1:  # pieces too small go, as after the whole plane's split
+            values, inverse, sizes = np.unique(sub, return_inverse=True, return_counts=True)
+            sub = np.where((sizes < min_size)[inverse.reshape(sub.shape)], 0, sub)
+        values, sub = np.unique(sub, return_inverse=True)
+        sub = sub.reshape(mine.shape).astype(np.int32)
+        if values[0] != 0:  # every pixel of the box is the object's: pieces from 1
+            sub += 1
+        counts[k] = int((values > 0).sum())
+        pieces[str(int(i))] = sub
+    np.savez(store, **pieces)
+    return counts
+
+
+def _write_split_block(
+    out_path: str, region: tuple, owner_of: np.ndarray, stores: list, base: np.ndarray, lo
+) -> None:
+    """Write one block of the split labels: each object's pieces, numbered from ``base[id]``."""
+    lab = _read(out_path, region)
+    n0 = len(region) - lab.ndim
+    starts = [s.start for s in region[n0:]]
+    out = np.zeros(lab.shape, np.int32)
+    files: dict[int, Any] = {}
+    for i in np.unique(lab):
+        if i == 0:
+            continue
+        o = int(owner_of[i])
+        if o not in files:
+            files[o] = np.load(stores[o])
+        sub = files[o][str(int(i))]
+        a = lo[i]
+        # the part of the object's box inside this block
+        src, dst = [], []
+        for ax in range(lab.ndim):
+            s0 = max(int(a[ax]), starts[ax])
+            s1 = min(int(a[ax]) + sub.shape[ax], starts[ax] + lab.shape[ax])
+            src.append(slice(s0 - int(a[ax]), s1 - int(a[ax])))
+            dst.append(slice(s0 - starts[ax], s1 - starts[ax]))
+        piece = sub[tuple(src)]
+        sel = (lab[tuple(dst)] == i) & (piece > 0)
+        view = out[tuple(dst)]
+        view[sel] = piece[sel] + int(base[i]) - 1
+    for f in files.values():
+        f.close()
+    _write(out_path, region, out)
+
+
+def _split_pass(runner, grid, out_path, out_region, first, last, diameter, min_size, work) -> int:
+    """Split the touching objects ``first+1..last`` of one plane/volume, object by object (each
+    with a crop of its neighbourhood, so that the result is the whole plane's split). Returns the
+    new ID offset (``first`` + the number of pieces)."""
+    from . import size
+
+    n = last - first
+    if n == 0:
+        return last
+    blocks = grid.blocks()
+    runner.expect(len(blocks))
+    found = runner.run(
+        [_delayed(_bbox_block, out_path, out_region + grid.slices(b)) for b in blocks]
+    )
+    nd = len(grid.shape)
+    lo = np.full((last + 1, nd), np.iinfo(np.int64).max, np.int64)
+    hi = np.full((last + 1, nd), -1, np.int64)
+    for ids, a, b in found:
+        np.minimum.at(lo, ids, a)
+        np.maximum.at(hi, ids, b)
+    if diameter is None:  # measured on a central window of the objects, as in memory on all
+        side = int(round(SPLIT_SAMPLE_PIXELS ** (1 / nd)))
+        window = tuple(
+            slice(max(0, (s - side) // 2), max(0, (s - side) // 2) + side) for s in grid.shape
+        )
+        diameter = size.diameter_from_mask(_read(out_path, out_region + window) > 0)
+        if not np.isfinite(diameter):
+            return last  # nothing to measure: objects left whole
+        diameter = min(float(diameter), float(max(grid.shape)))
+    diameter = float(diameter)
+    margin = int(np.ceil(2 * diameter)) + 3
+    # each object is split by the block that holds its box's first corner
+    starts = [np.asarray(s) for s in grid.starts]
+    ids = np.arange(first + 1, last + 1)
+    present = hi[ids, 0] >= 0
+    ids = ids[present]
+    owner_idx = np.stack(
+        [np.searchsorted(starts[ax], lo[ids, ax], side="right") - 1 for ax in range(nd)], axis=1
+    )
+    owner_flat = np.ravel_multi_index(owner_idx.T, grid.nblocks)
+    stores = [str(Path(work) / f"split-{k}.npz") for k in range(len(blocks))]
+    tasks, groups = [], []
+    for k in range(len(blocks)):
+        mine = ids[owner_flat == k]
+        if mine.size:
+            groups.append(mine)
+            tasks.append(
+                _delayed(
+                    _split_owned_block,
+                    out_path,
+                    out_region,
+                    grid.shape,
+                    mine,
+                    lo[mine],
+                    hi[mine],
+                    diameter,
+                    margin,
+                    stores[k],
+                    n == 1,
+                    min_size,
+                    max(max(c) for c in grid.chunks),
+                )
+            )
+    runner.expect(len(tasks) + len(blocks))
+    counts = np.zeros(last + 1, np.int64)
+    for mine, c in zip(groups, runner.run(tasks), strict=True):
+        counts[mine] = c
+    base = np.zeros(last + 1, np.int64)
+    base[first + 1 :] = first + 1 + np.concatenate([[0], np.cumsum(counts[first + 1 : -1])])
+    new_last = first + int(counts.sum())
+    _check_offset(new_last)
+    owner_of = np.zeros(last + 1, np.int64)
+    owner_of[ids] = owner_flat
+    runner.run(
+        [
+            _delayed(
+                _write_split_block,
+                out_path,
+                out_region + grid.slices(b),
+                owner_of,
+                stores,
+                base,
+                lo,
+            )
+            for b in blocks
+        ]
+    )
+    return new_last
 
 
 def _check_offset(offset: int) -> None:
