@@ -609,8 +609,7 @@ def predict_instances(
     )
     estimated = False
     if diameter is None and working is not None:
-        # an estimate never exceeds the image (a tiny image: nothing to measure, objects that fill it)
-        diameter = min(_estimate(chans, model, spatial_ndim, run), float(max(ny, nx)))
+        diameter = _estimate(chans, model, spatial_ndim, run)  # never larger than the image
         estimated = True
     scale = 1.0 if diameter is None else working / diameter
     if abs(scale - 1.0) < 0.02:  # not worth resampling
@@ -944,9 +943,8 @@ def _estimate(
 
     def measure(g: float) -> float | None:
         side = max(32, int(round(crop * g / working)))
-        y0, x0 = max(0, (ny - side) // 2), max(0, (nx - side) // 2)
-        y1, x1 = min(ny, y0 + side), min(nx, x0 + side)
-        sample = np.stack([np.asarray(chans[idx])[y0:y1, x0:x1] for idx in picks])
+        sample = np.stack([np.asarray(central_crop(chans[idx], side)) for idx in picks])
+        sy, sx = sample.shape[1:3]
         color = sample.shape[-1] == 3
         res = predict_instances(
             sample if color else sample[..., 0], model, diameter=g, rgb=color, **run
@@ -956,8 +954,8 @@ def _estimate(
             (t["area"] > 0)
             & (t["bbox_y0"] > 1)
             & (t["bbox_x0"] > 1)
-            & (t["bbox_y1"] < (y1 - y0) - 1)
-            & (t["bbox_x1"] < (x1 - x0) - 1)
+            & (t["bbox_y1"] < sy - 1)
+            & (t["bbox_x1"] < sx - 1)
         )
         if away.sum() < 5:
             return None
