@@ -372,3 +372,13 @@ def test_threaded_post_processing_equals_one_thread(tiny, monkeypatch):
     assert one.labels.max() > 5  # objects in several planes, IDs unique over the stack
     for key in one.table:
         np.testing.assert_array_equal(one.table[key], three.table[key])
+
+
+@pytest.mark.parametrize(("shape", "sp"), [((3, 3), 2), ((1, 64), 2), ((4, 8, 8), 3)])
+def test_images_too_small_for_the_automatic_diameter_still_run(shape, sp):
+    """An image smaller than the objects the model works at: segmented at its own scale."""
+    img = np.random.default_rng(0).random(shape).astype(np.float32)
+    res = unet.predict_unet(
+        img, "nuclei_3d" if sp == 3 else "nuclei", spatial_ndim=sp, device="cpu"
+    )
+    assert res.labels.shape == shape

@@ -1070,13 +1070,16 @@ def _estimate_diameter(
         pooled = np.concatenate(found) if found else np.zeros(0)
         return float(np.median(pooled)) if pooled.size else None
 
+    start = f"classical guess {classical:.1f} px" if classical else "no classical guess"
+    smallest, largest = obj_d / hi, min(obj_d / lo, max(spatial))
+    if largest <= smallest:  # the image cannot show the model objects of its size
+        return None, {}, f"the image is too small to estimate the diameter ({start}): not rescaled"
     d, passes = consistent_diameter(
         measure,
         classical if classical is not None else obj_d,
-        bounds=(obj_d / hi, min(obj_d / lo, max(spatial))),
+        bounds=(smallest, largest),
         max_passes=ESTIMATE_PASSES,
     )
-    start = f"classical guess {classical:.1f} px" if classical else "no classical guess"
     steps = ", ".join(f"{g:.1f}->{'-' if m is None else f'{m:.1f}'}" for g, m in passes)
     if d is None:
         return None, {}, f"no object found to estimate the diameter ({start}): not rescaled"
