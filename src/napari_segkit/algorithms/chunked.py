@@ -1659,10 +1659,13 @@ def _split_owned_block(
     min_size: int,
     block_side: int,
 ) -> np.ndarray:
-    """Split the objects ``ids`` (bounding boxes ``lo..hi``) as the whole plane's split would:
-    each on a crop of the labels grown by ``margin`` (``single``: the plane's only object, split
-    as a mask, as the whole plane's split does), pieces under ``min_size`` pixels dropped; keeps each object's pieces (numbered 1..k
-    within it, on its bounding box) in ``store`` (.npz) and returns k per object."""
+    """Split the objects ``ids`` (bounding boxes ``lo..hi``) as the whole plane's split would.
+
+    Each object is split on a crop of the labels grown by ``margin`` (``single``: the plane's
+    only object, split as a mask, as the whole plane's split does); pieces under ``min_size``
+    pixels are dropped. Keeps each object's pieces (numbered 1..k within it, on its bounding box)
+    in ``store`` (.npz) and returns k per object.
+    """
     from .objects import split_touching
 
     counts = np.zeros(len(ids), np.int64)
@@ -1697,22 +1700,20 @@ def _split_owned_block(
         else:
             crop = _read(out_path, lead + outer)
         # as the whole plane's split: labels of several objects, or one object's mask
-        split = split_touching(crop if single is False else crop > 0, diameter=diameter)
+        split = split_touching(crop > 0 if single else crop, diameter=diameter)
         box = tuple(
             slice(int(x) - o.start, int(y) + 1 - o.start)
             for x, y, o in zip(a, b, outer, strict=True)
         )
         mine = crop[box] == i
-        sub = np.where(mine, split[box], 0)
-        if min_size > 1:  # pieces too small go, as after the whole plane's split
-            values, inverse, sizes = np.unique(sub, return_inverse=True, return_counts=True)
-            sub = np.where((sizes < min_size)[inverse.reshape(sub.shape)], 0, sub)
-        values, sub = np.unique(sub, return_inverse=True)
-        sub = sub.reshape(mine.shape).astype(np.int32)
-        if values[0] != 0:  # every pixel of the box is the object's: pieces from 1
-            sub += 1
-        counts[k] = int((values > 0).sum())
-        pieces[str(int(i))] = sub
+        values, inverse, sizes = np.unique(
+            np.where(mine, split[box], 0), return_inverse=True, return_counts=True
+        )
+        # pieces numbered 1..k; those under min_size go, as after the whole plane's split
+        keep = (values > 0) & (sizes >= max(min_size, 1))
+        number = (np.cumsum(keep) * keep).astype(np.int32)
+        counts[k] = int(keep.sum())
+        pieces[str(int(i))] = number[inverse.reshape(mine.shape)]
     np.savez(store, **pieces)
     return counts
 
