@@ -17,6 +17,9 @@ Usage (one H100, ~9 minutes for both models)::
 
     python scripts/train_nuclei_unet.py --minutes 8
 
+    # fine-tune the shipped 3D model for 8 more minutes
+    python scripts/train_nuclei_unet.py --ndim 3 --minutes 8 --init src/napari_segkit/models/weights
+
     # a CPU check of the whole pipeline with tiny networks
     python scripts/train_nuclei_unet.py --minutes 0.5 --tiny -o /tmp/unets
 """
@@ -312,9 +315,20 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
         f"{setup:.1f} s",
         flush=True,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
+    start = None
+    if args.init is not None:  # fine-tune: start from a saved model (its architecture wins)
+        init = Path(args.init)
+        start = init / OUTPUT[ndim] if init.is_dir() else init
+        loaded = load_unet(start, "cpu", cache=False)
+        if loaded.ndim != ndim:
+            raise SystemExit(f"--init {start} is a {loaded.ndim}D U-Net, not {ndim}D")
+        arch = {k: loaded.config[k] for k in ("depth", "width", "norm")}
         net = build_unet(ndim=ndim, in_channels=1, out_channels=4, **arch)
+        net.load_state_dict(loaded.module.state_dict())
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            net = build_unet(ndim=ndim, in_channels=1, out_channels=4, **arch)
     n_params = sum(p.numel() for p in net.parameters())
     out = Path(args.output) / OUTPUT[ndim]
     info = {
@@ -331,6 +345,9 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
         "seed": args.seed,
         "zoom_jitter": [0.8, 1.25],
     }
+    if start is not None:
+        info["fine_tuned_from"] = start.name
+        info["earlier_training"] = loaded.metadata.get("training", {})
     metrics: dict = {}
 
     def save(state, summary):
@@ -377,8 +394,9 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
         max_seconds=train_s,
         on_epoch=on_epoch,
         seed=args.seed,
-        evaluate_start=False,  # a new network: its random start is no candidate
-        start_is_candidate=False,
+        # a new network: its random start is no candidate; a fine-tuned one must beat its start
+        evaluate_start=start is not None,
+        start_is_candidate=start is not None,
         tile_shape=tuple(2 * p for p in patch),
     )
     steps = res["steps"]
@@ -438,6 +456,11 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune: a model file, or a folder holding the models (e.g. the shipped weights)",
+    )
     ap.add_argument("--eval-images", type=int, default=None, help="16 (2D), 4 (3D)")
     args = ap.parse_args(argv)
     if args.lr is None:

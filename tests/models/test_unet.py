@@ -144,6 +144,66 @@ def test_3d_unet_blocks_blend_like_the_whole_volume():
         unet.predict_unet(vol, model)  # spatial_ndim=2
 
 
+def _recording_3d_unet(object_diameter):
+    """A random 3D U-Net that records the shape of every batch it sees."""
+    torch.manual_seed(1)
+    net = unet.build_unet(ndim=3, in_channels=1, out_channels=4, depth=2, width=4)
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            seen.append(tuple(x.shape[2:]))
+            return self.net(x)
+
+    model = unet.LoadedUNet(
+        Recording().eval(),
+        net.config,
+        "instance",
+        ["background", "object"],
+        {},
+        object_diameter,
+        "recording 3d",
+    )
+    return unet._ready(model, "cpu"), seen
+
+
+def test_anisotropic_voxels_are_made_cubic_for_a_3d_unet():
+    """z slices 2x further apart than the pixels: the network sees z stretched 2x (and every
+    axis scaled by model diameter / diameter), the maps come back on the volume's grid."""
+    model, seen = _recording_3d_unet(object_diameter=10)
+    vol = np.random.default_rng(0).random((16, 40, 48)).astype(np.float32)
+    res = unet.predict_unet(
+        vol, model, spatial_ndim=3, diameter=20, spacing=(2.0, 1.0, 1.0), min_size=0
+    )
+    assert seen == [(16, 20, 24)]  # z: 16 * 2 * 0.5; y, x: * 0.5
+    assert res.labels.shape == vol.shape and res.scale == pytest.approx(0.5)
+    assert res.params["spacing"] == [2.0, 1.0, 1.0]
+    assert any("voxel spacing 2 x 1 x 1" in m for m in res.messages)
+    # spacing in any unit (um): only the ratios count; square voxels are the default
+    seen.clear()
+    unet.predict_unet(vol, model, spatial_ndim=3, diameter=20, spacing=(0.5, 0.25, 0.25))
+    assert seen == [(16, 20, 24)]
+    seen.clear()
+    unet.predict_unet(vol, model, spatial_ndim=3, diameter=20, spacing=(1, 1, 1))
+    unet.predict_unet(vol, model, spatial_ndim=3, diameter=20)
+    assert seen == [(8, 20, 24), (8, 20, 24)]
+    for bad in [(1.0, 1.0), (0, 1, 1), (float("nan"), 1, 1), "z"]:
+        with pytest.raises(ValueError, match="spacing"):
+            unet.predict_unet(vol, model, spatial_ndim=3, diameter=20, spacing=bad)
+
+
+def test_min_size_counts_voxels_of_the_given_spacing():
+    # a typical 10 px object: pi/6 * 1000 px^3; in voxels 2x longer in z, half as many
+    assert unet._min_size(None, 10.0, 3) == 52
+    assert unet._min_size(None, 10.0, 3, (2.0, 1.0, 1.0)) == 26
+    assert unet._min_size(None, 10.0, 2, (2.0, 1.0, 1.0)) == 7  # planes: y, x only
+    assert unet._min_size(7, 10.0, 3, (2.0, 1.0, 1.0)) == 7
+
+
 # ---- object size -------------------------------------------------------------------------------
 
 

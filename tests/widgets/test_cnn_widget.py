@@ -51,3 +51,21 @@ def test_missing_checkpoint_is_a_message(viewer, dock, errors):
     widget.model.value = "file"
     assert widget.run(blocking=True) is None
     assert errors and "checkpoint" in errors[-1]
+
+
+def test_z_stack_uses_the_layer_scale_as_voxel_spacing(viewer, dock, errors, monkeypatch):
+    from napari_segkit.datasets import realistic_nuclei_3d
+
+    infos = []
+    monkeypatch.setattr("napari_segkit.widgets._base.show_info", infos.append)
+    vol, truth, spacing = realistic_nuclei_3d((24, 64, 64), seed=4, return_spacing=True)
+    viewer.add_image(vol, name="zstack", scale=(2.0 * spacing[0], 2.0, 2.0))  # um, say
+    widget = dock()
+    widget.device.value = "cpu"
+    widget.diameter.value = 20.0
+    layer = widget.run(blocking=True)
+    assert errors == [] and layer is not None
+    assert layer.metadata[KEY]["params"]["spatial_ndim"] == 3
+    # the shipped 3D U-Net saw the volume with cubic voxels
+    assert any(f"voxel spacing {spacing[0]:g} x 1 x 1" in m for m in infos), infos
+    assert layer.data.shape == vol.shape and layer.data.max() > 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,7 @@ def segment_cnn(
     tile_overlap: int = 64,
     batch_size: int = 4,
     spatial_ndim: int = 2,
+    spacing: Sequence[float] | None = None,
     rgb: bool | None = None,
     channel_axis: int | None = None,
     channel: int = 0,
@@ -214,6 +216,10 @@ def segment_cnn(
     spatial_ndim : {2, 3}
         2: plane by plane (the 2D U-Net). 3: a z-stack, volume by volume (``"nuclei"`` then uses
         the 3D U-Net).
+    spacing : sequence of float, optional
+        Voxel size of a z-stack ``(z, y, x)`` (napari's layer scale): U-Nets see the volume
+        resampled to the voxels they were trained on. See
+        :func:`napari_segkit.models.unet.predict_unet`.
     rgb, channel_axis, channel
         How to read the image's channels.
     progress : callable, optional
@@ -258,7 +264,9 @@ def segment_cnn(
     if is_unet:
         task = loaded.metadata.get("task", "instance")
         want = "semantic" if output == "semantic" else "instance"
-        res = unet.predict_unet(image, loaded, output=want, diameter=diameter, **inputs)
+        res = unet.predict_unet(
+            image, loaded, output=want, diameter=diameter, spacing=spacing, **inputs
+        )
         if res.diameter is not None and diameter is None:
             measured["diameter"] = round(float(res.diameter), 1)
         class_names = list(res.class_names)

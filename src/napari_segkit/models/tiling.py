@@ -275,15 +275,18 @@ class TiledPredictor:
         return self._windows[key]
 
 
-def scaled_shape(shape: Sequence[int], scale: float) -> tuple[int, ...]:
-    """``shape`` times ``scale``, rounded, at least 1 per axis.
+def scaled_shape(shape: Sequence[int], scale: float | Sequence[float]) -> tuple[int, ...]:
+    """``shape`` times ``scale`` (one factor, or one per axis), rounded, at least 1 per axis.
 
     Examples
     --------
     >>> scaled_shape((100, 31), 0.5)
     (50, 16)
+    >>> scaled_shape((20, 100, 100), (1.5, 0.5, 0.5))
+    (30, 50, 50)
     """
-    return tuple(max(1, int(round(int(n) * float(scale)))) for n in shape)
+    factors = np.broadcast_to(np.asarray(scale, dtype=float), (len(shape),))
+    return tuple(max(1, int(round(int(n) * float(f)))) for n, f in zip(shape, factors, strict=True))
 
 
 def _resize(x: Any, size: tuple[int, ...]) -> Any:
@@ -306,7 +309,7 @@ def dense_maps(
     prepare: Callable[[np.ndarray], np.ndarray],
     predictor: TiledPredictor,
     device: Any,
-    scale: float = 1.0,
+    scale: float | Sequence[float] = 1.0,
     blocks: Sequence[tuple[int, ...]] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
@@ -326,10 +329,10 @@ def dense_maps(
         block (channels last in, first out).
     predictor : TiledPredictor
     device : torch.device
-    scale : float
-        The network sees the block resized by ``scale`` along its own axes (linear
-        interpolation); its maps are resized back to the block's grid (linear) before they are
-        returned.
+    scale : float or sequence of float
+        The network sees the block resized by ``scale`` along its own axes (one factor, or one
+        per network axis: anisotropic voxels; linear interpolation); its maps are resized back to
+        the block's grid (linear) before they are returned.
     blocks : sequence of tuple, optional
         Indices over the leading axes (default: all, in order).
     on_batch : callable, optional
@@ -374,7 +377,7 @@ def count_tiles(
     spatial_ndim: int,
     model_ndim: int,
     predictor: TiledPredictor,
-    scale: float,
+    scale: float | Sequence[float],
     n_blocks: int,
 ) -> int:
     """How many tiles :func:`dense_maps` runs over ``n_blocks`` blocks (for progress)."""

@@ -645,6 +645,7 @@ def predict_unet(
     device: Any = "auto",
     half: bool = True,
     spatial_ndim: int = 2,
+    spacing: Sequence[float] | None = None,
     rgb: bool | None = None,
     channel_axis: int | None = None,
     channel: int = 0,
@@ -691,6 +692,12 @@ def predict_unet(
     spatial_ndim : {2, 3}
         2: plane by plane. 3: volume by volume (a 3D U-Net sees overlapping 3D blocks; a 2D
         U-Net predicts the planes and the objects are assembled in 3D by the watershed).
+    spacing : sequence of float, optional
+        Pixel (voxel) size along the ``spatial_ndim`` axes of a block, e.g. napari's layer
+        ``scale`` ``(z, y, x)`` of a z-stack whose slices are further apart than its pixels. The
+        network sees each block resampled to the voxel shape it was trained on (cubic voxels the
+        size of a pixel of the last axis: a 3D U-Net trained on isotropic volumes), and
+        ``diameter`` is then in pixels of the last axis. ``None``: square pixels (cubic voxels).
     rgb, channel_axis, channel
         How to read the image's channels (see
         :func:`napari_segkit.algorithms.image.to_channels_last`). For a 1-channel model, RGB
@@ -758,6 +765,14 @@ def predict_unet(
         )
     lead = tuple(int(s) for s in chans.shape[: chans.ndim - 1 - sp])
     block_shape = tuple(int(s) for s in chans.shape[len(lead) : -1])
+    aniso = relative_spacing(spacing, sp)
+    # the factors along the network's own axes for a scale (the xy scale; anisotropic voxels
+    # are made cubic on the way)
+    model_aniso = aniso[sp - model.ndim :]
+
+    def factors(s: float) -> tuple[float, ...]:
+        return tuple(float(s) * a for a in model_aniso)
+
     if wanted is not None and wanted > max(block_shape):
         raise ValueError(
             f"diameter={diameter} is larger than the image ({block_shape} pixels per block)"
@@ -805,7 +820,7 @@ def predict_unet(
                 maps[1],
                 maps[2],
                 maps[3],
-                min_size=_min_size(min_size, d_used, maps.ndim - 1),
+                min_size=_min_size(min_size, d_used, maps.ndim - 1, aniso),
                 seed_threshold=seed_threshold,
                 distance_threshold=distance_threshold,
             )
@@ -814,7 +829,7 @@ def predict_unet(
 
         classes = np.argmax(maps, axis=0)
         lab = things_from_classes(classes, list(range(1, len(class_names))))
-        lab = ws._relabel_min_size(lab, _min_size(min_size, d_used, maps.ndim - 1))
+        lab = ws._relabel_min_size(lab, _min_size(min_size, d_used, maps.ndim - 1, aniso))
         score = np.take_along_axis(maps, classes[None], axis=0)[0]
         ids = np.unique(lab)
         ids = ids[ids > 0]
@@ -838,7 +853,7 @@ def predict_unet(
             prepare=prepare,
             predictor=predictor,
             device=dev,
-            scale=scale,
+            scale=factors(scale),
             blocks=blocks,
             on_batch=on_batch,
         )
@@ -849,7 +864,7 @@ def predict_unet(
             spatial_ndim=sp,
             model_ndim=model.ndim,
             predictor=predictor,
-            scale=scale,
+            scale=factors(scale),
             n_blocks=n_blocks,
         )
 
@@ -876,6 +891,7 @@ def predict_unet(
                 total,
                 seed_threshold,
                 distance_threshold,
+                aniso,
             )
             messages.append(note)
             if est is not None:
@@ -890,7 +906,7 @@ def predict_unet(
         if scale != 1.0:
             from .tiling import scaled_shape
 
-            scaled = scaled_shape(block_shape[sp - model.ndim :], scale)
+            scaled = scaled_shape(block_shape[sp - model.ndim :], factors(scale))
             check_memory(
                 int(np.prod(scaled, dtype=np.int64))
                 * 4
@@ -901,6 +917,11 @@ def predict_unet(
         todo = [b for b in all_blocks if b not in first]
         total[0] = done[0] + n_tiles(len(todo), scale)
         configure_cudnn(dev, fixed_size=n_tiles(len(todo), scale) >= AUTOTUNE_TILES)
+        if any(a != 1.0 for a in aniso):
+            messages.append(
+                "voxel spacing " + " x ".join(f"{a:g}" for a in aniso) + " (relative to the last "
+                "axis): resampled to the model's cubic voxels"
+            )
         report(progress, done[0], total[0])
         labels_dtype = np.int32 if output == "instance" else _class_dtype(len(class_names))
         labels_out = np.zeros(out_shape, labels_dtype)
@@ -987,6 +1008,7 @@ def predict_unet(
         device=str(dev),
         half=half_on,
         spatial_ndim=sp,
+        spacing=None if spacing is None else [float(v) for v in np.atleast_1d(spacing)],
         min_size=min_size,
         seed_threshold=float(seed_threshold),
         distance_threshold=float(distance_threshold),
@@ -1024,6 +1046,7 @@ def _estimate_diameter(
     total: list[int],
     seed_threshold: float,
     distance_threshold: float,
+    aniso: tuple[float, ...] = (1.0, 1.0),
 ) -> tuple[float | None, dict[tuple, np.ndarray], str]:
     """The objects' diameter in ``chans``: a classical first guess, refined by the model itself.
 
@@ -1031,9 +1054,15 @@ def _estimate_diameter(
     model's objects have the size it was shown at (on at most 4 blocks, cropped around their
     centre). Returns the diameter (None if no object was found), the maps of the last pass if it
     covered every block uncropped at exactly that diameter (reused, no second pass), and a
-    message for the user.
+    message for the user. ``aniso``: the voxel size relative to the last axis; diameters are in
+    pixels of the last axis.
     """
-    from ..algorithms.size import central_crop, consistent_diameter, estimate_diameter
+    from ..algorithms.size import (
+        central_crop,
+        consistent_diameter,
+        equivalent_diameters,
+        estimate_diameter,
+    )
 
     obj_d = float(model.object_diameter)
     lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
@@ -1046,7 +1075,7 @@ def _estimate_diameter(
                 for b in probe
             ]
         )
-        guess = float(estimate_diameter(grey, spatial_ndim=sp))
+        guess = float(estimate_diameter(grey, spatial_ndim=sp, spacing=aniso))
     except (TypeError, ValueError):
         guess = float("nan")
     classical = guess if math.isfinite(guess) and guess > 0 else None
@@ -1061,7 +1090,8 @@ def _estimate_diameter(
         maps_of = {}
         for b, maps in run(probe, scale, source):
             lab = _first_pass_labels(maps, model, seed_threshold, distance_threshold)
-            found.append(ws._object_diameters(lab))
+            d_found = equivalent_diameters(lab, spacing=aniso[-lab.ndim :])
+            found.append(d_found[np.isfinite(d_found)])
             if not cropped and len(probe) == len(all_blocks):
                 maps_of[b] = maps
         kept.clear()
@@ -1071,7 +1101,10 @@ def _estimate_diameter(
         return float(np.median(pooled)) if pooled.size else None
 
     start = f"classical guess {classical:.1f} px" if classical else "no classical guess"
-    smallest, largest = obj_d / hi, min(obj_d / lo, max(spatial))
+    smallest, largest = (
+        obj_d / hi,
+        min(obj_d / lo, max(n * a for n, a in zip(spatial, aniso, strict=True))),
+    )
     if largest <= smallest:  # the image cannot show the model objects of its size
         return None, {}, f"the image is too small to estimate the diameter ({start}): not rescaled"
     d, passes = consistent_diameter(
@@ -1098,15 +1131,46 @@ def n_threads(n_blocks: int) -> int:
     return max(1, min(available_cores(), int(n_blocks)))
 
 
-def _min_size(min_size: int | None, diameter: float | None, ndim: int) -> int:
-    """``min_size``, or a tenth of a typical object's area/volume (at least 4 pixels)."""
+def _min_size(
+    min_size: int | None,
+    diameter: float | None,
+    ndim: int,
+    aniso: Sequence[float] | None = None,
+) -> int:
+    """``min_size``, or a tenth of a typical object's area/volume (at least 4 pixels); with
+    ``aniso`` (voxel size relative to the pixel ``diameter`` is measured in) counted in voxels."""
     if min_size is not None:
         return int(min_size)
     if diameter is None:
         return 4
     d = float(diameter)
     typical = math.pi / 6 * d**3 if ndim == 3 else math.pi / 4 * d**2
+    if aniso is not None:
+        typical /= float(np.prod(list(aniso)[-ndim:]))
     return max(4, int(0.1 * typical))
+
+
+def relative_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
+    """Pixel (voxel) size per axis relative to the last axis (all 1.0 for ``None``).
+
+    Examples
+    --------
+    >>> relative_spacing((2.0, 0.5, 0.5), 3)
+    (4.0, 1.0, 1.0)
+    >>> relative_spacing(None, 2)
+    (1.0, 1.0)
+    """
+    if spacing is None:
+        return (1.0,) * ndim
+    try:
+        values = tuple(float(v) for v in np.atleast_1d(spacing))
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}") from None
+    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            f"spacing must be {ndim} positive numbers (one per spatial axis); got {spacing!r}"
+        )
+    return tuple(v / values[-1] for v in values)
 
 
 def _class_dtype(n_classes: int) -> Any:

@@ -61,6 +61,18 @@ class ImageInput(InputImage):
 
     layer: Any = None
 
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """The layer's scale along the axes segmented together (z, y, x of a z-stack), or
+        None for planes or square voxels."""
+        if self.spatial_ndim != 3 or self.layer is None:
+            return None
+        scale = [float(v) for v in self.layer.scale]
+        if self.channel_axis is not None and not self.rgb and len(scale) == self.data.ndim:
+            del scale[self.channel_axis]
+        spacing = tuple(scale[-3:])
+        return None if len(spacing) < 3 or all(v == 1.0 for v in spacing) else spacing
+
 
 def error_message(err: BaseException) -> tuple[str, bool]:
     """``(one-line message, expected)`` for an exception, as the widgets show it.

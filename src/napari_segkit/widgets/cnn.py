@@ -108,6 +108,7 @@ class CNNWidget(SegmentWidget):
             channel_axis=inp.channel_axis,
             channel=inp.channel,
             spatial_ndim=inp.spatial_ndim,
+            spacing=inp.spacing,
             progress=progress,
             return_probabilities=show_probs,
             **params,

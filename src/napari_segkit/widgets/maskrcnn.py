@@ -89,7 +89,7 @@ class MaskRCNNWidget(SegmentWidget):
             channel_axis=inp.channel_axis,
             channel=inp.channel,
             spatial_ndim=inp.spatial_ndim,
-            spacing=_spacing(inp),
+            spacing=inp.spacing,
             progress=progress,
             **params,
         )
@@ -162,17 +162,6 @@ class MaskRCNNWidget(SegmentWidget):
         return self.run_task(
             fetch, done=done, blocking=blocking, status=f"downloading {architecture} weights..."
         )
-
-
-def _spacing(inp: ImageInput) -> tuple[float, ...] | None:
-    """The layer's scale along the axes segmented together (z, y, x for a z-stack), or None."""
-    if inp.spatial_ndim != 3:
-        return None
-    scale = [float(v) for v in inp.layer.scale]
-    if inp.channel_axis is not None and not inp.rgb and len(scale) == inp.data.ndim:
-        del scale[inp.channel_axis]
-    spacing = tuple(scale[-3:])
-    return None if len(spacing) < 3 or all(v == 1.0 for v in spacing) else spacing
 
 
 def _import_torch() -> None:
