@@ -191,6 +191,10 @@ def _run_method(args: argparse.Namespace) -> int:
             inputs["channel"] = args.channel
         if spec.supports_volume:
             inputs["spatial_ndim"] = resolve_stack(args.stack, loaded, spec, bool(args.rgb))
+        if getattr(args, "spacing", None) is not None:
+            if inputs.get("spatial_ndim") != 3:
+                raise ValueError("--spacing is for a z-stack segmented as a volume (--stack volume)")
+            inputs["spacing"] = args.spacing
         result = spec.resolve()(loaded.data, **inputs, **kwargs)
         labels, table = _labels_and_table(result)
         io.write_labels(args.output, labels, overwrite=args.overwrite)
@@ -253,6 +257,15 @@ def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument(
             "--volume", dest="stack", action="store_const", const="volume", help="= --stack volume"
         )
+    if spec.uses_spacing:
+        p.add_argument(
+            "--spacing",
+            type=parse_spacing,
+            default=None,
+            metavar="Z,Y,X",
+            help="voxel size of a z-stack, e.g. 2,0.5,0.5 (um; only the ratios count), as the "
+            "layer's scale in napari: the model sees cubic voxels (default: cubic already)",
+        )
     add_method_options(p, spec)
     p.add_argument(
         "--set",
@@ -264,6 +277,17 @@ def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="any parameter as KEY=VALUE (same as its option)",
     )
     p.set_defaults(func=_run_method)
+
+
+def parse_spacing(text: str) -> tuple[float, float, float]:
+    """``"2,0.5,0.5"`` -> ``(2.0, 0.5, 0.5)``: three positive numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected three positive numbers Z,Y,X; got {text!r}")
+    return values
 
 
 def parse_setting(text: str) -> tuple[str, object]:

@@ -183,6 +183,8 @@ class MethodSpec:
     supports_volume: bool = True
     #: the method uses every channel (True) or one channel (False)
     uses_all_channels: bool = False
+    #: the method takes the voxel ``spacing`` of a z-stack (the layer's scale; ``--spacing``)
+    uses_spacing: bool = False
     extra: dict = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Param:

@@ -1,4 +1,4 @@
-"""The ``segkit maskrcnn`` and ``segkit weights`` commands (CPU, no download)."""
+"""The model commands (`segkit maskrcnn`, `segkit cnn`, `segkit weights`) on the CPU, no download."""
 
 import urllib.error
 
@@ -47,3 +47,23 @@ def test_weights_download_offline_and_where(hub, monkeypatch, capsys):
     assert "missing" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["weights", "download", "resnet9000"])
+
+
+def test_cnn_z_stack_with_spacing_equals_the_api(tmp_path, capsys):
+    from napari_segkit.datasets import realistic_nuclei_3d
+    from napari_segkit.models.cnn import segment_cnn
+
+    vol, _, spacing = realistic_nuclei_3d((16, 48, 48), seed=6, return_spacing=True)
+    src, out = tmp_path / "z.tif", tmp_path / "z_labels.tif"
+    tifffile.imwrite(src, vol)
+    text = f"{spacing[0]},1,1"
+    args = ["cnn", str(src), "-o", str(out), "--device", "cpu", "--diameter", "20"]
+    assert main([*args, "--volume", "--spacing", text]) == 0
+    api = segment_cnn(vol, spatial_ndim=3, spacing=spacing, diameter=20, device="cpu")
+    np.testing.assert_array_equal(tifffile.imread(out), api.labels)
+    # planes have no z spacing; a malformed one is refused by the parser
+    assert main([*args, "--stack", "planes", "--spacing", text, "--overwrite"]) == 2
+    assert "--spacing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--spacing", "1,2", "--overwrite"])
+    assert "three positive numbers" in capsys.readouterr().err

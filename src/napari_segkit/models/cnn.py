@@ -93,6 +93,7 @@ SPEC = register(
         title="CNN segmentation",
         function="napari_segkit.models.cnn:segment_cnn",
         description="U-Net, FCN, DeepLabV3 or LR-ASPP: semantic, instance or panoptic labels.",
+        uses_spacing=True,
         params=(
             Param(
                 "model",

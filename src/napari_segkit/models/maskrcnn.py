@@ -1388,6 +1388,7 @@ SPEC = register(
         function="napari_segkit.models.maskrcnn:predict_instances",
         description="Instance segmentation: every detected object its own label ID, with a table.",
         supports_volume=True,
+        uses_spacing=True,
         params=(
             Param(
                 "model",
