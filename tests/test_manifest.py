@@ -2,6 +2,7 @@
 
 import importlib
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,19 @@ def test_distribution_metadata_for_the_napari_hub():
     assert project["urls"]["User Support"] == "https://forum.image.sc/tag/napari"
     assert project["dynamic"] == ["version"]
     assert meta["Name"] == "napari-segkit"
+
+
+def test_readme_images_exist():
+    readme = (ROOT / "README.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", readme) + re.findall(
+        r'<img[^>]+src="([^"]+)"', readme
+    )
+    assert images, "the README shows no screenshot"
+    for image in images:
+        assert (ROOT / image).is_file(), image
+    widgets = {p.stem for p in (ROOT / "docs/images").glob("*.png")}
+    shown = {Path(i).stem for i in images}
+    assert widgets <= shown, f"screenshots not in the README: {sorted(widgets - shown)}"
 
 
 @pytest.mark.parametrize(
