@@ -70,8 +70,21 @@ def _run(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None) ->
 
 
 def build(outdir: Path) -> tuple[Path, Path]:
-    """``python -m build`` (sdist, then the wheel from the sdist) into ``outdir``."""
-    _run([sys.executable, "-m", "build", "--outdir", str(outdir), str(ROOT)])
+    """``python -m build`` (sdist, then the wheel from the sdist) into ``outdir``.
+
+    Building the sdist makes hatch-vcs (re)write ``src/napari_segkit/_version.py`` in the source
+    tree; the file is put back as it was (or removed) afterwards, so a check leaves the checkout,
+    and the version an editable install reports, as they were.
+    """
+    version_file = ROOT / "src" / PACKAGE / "_version.py"
+    before = version_file.read_bytes() if version_file.exists() else None
+    try:
+        _run([sys.executable, "-m", "build", "--outdir", str(outdir), str(ROOT)])
+    finally:
+        if before is None:
+            version_file.unlink(missing_ok=True)
+        else:
+            version_file.write_bytes(before)
     (sdist,) = outdir.glob("*.tar.gz")
     (wheel,) = outdir.glob("*.whl")
     return sdist, wheel
