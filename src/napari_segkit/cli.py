@@ -15,6 +15,7 @@ Examples::
     segkit edges coins.png -o coins_edges.tif --region-mode watershed
     segkit kmeans photo.png -o photo_clusters.tif --rgb --k 4
     segkit train images/ -o my_cells.safetensors --start-from nuclei   # X.tif + X_labels.tif
+    segkit --version
 
 Every method's options are generated from its one parameter declaration
 (:mod:`napari_segkit.params`), so their defaults are the widget's.
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io, params
+from . import __version__, io, params
 from .batch import add_batch_parser
 from .params import MethodSpec, Param
 
@@ -425,6 +426,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segkit", description="napari-segkit from the command line"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"segkit (napari-segkit) {__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
