@@ -12,7 +12,7 @@ from napari_segkit.algorithms.threshold import threshold_segment
 from napari_segkit.batch import find_ground_truth, find_inputs, run_batch
 from napari_segkit.cli import main
 from napari_segkit.datasets import synthetic_nuclei
-from napari_segkit.recipes import save_recipe
+from napari_segkit.recipes import load_recipe, save_recipe
 
 
 def read_csv(path):
@@ -220,3 +220,45 @@ def test_mask_rcnn_writes_its_own_table(tmp_path):
     assert report.results[0].status == "done", report.results[0].error
     rows = read_csv(tmp_path / "out" / "n_objects.csv")
     assert rows and {"class_id", "class_name", "score", "area"} <= set(rows[0])
+
+
+def test_cnn_recipe_on_a_big_zarr_goes_block_by_block(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import dask.array as da
+
+    from napari_segkit.metrics import match_instances
+
+    img, _ = synthetic_nuclei((320, 320), n_nuclei=60, seed=7)
+    da.from_array(img, chunks=160).to_zarr(str(tmp_path / "big.zarr"))
+    tifffile.imwrite(tmp_path / "small.tif", img)
+    recipe = save_recipe(tmp_path / "cnn.yaml", "cnn", {"device": "cpu"})
+    report = run_batch(
+        recipe,
+        [tmp_path / "big.zarr", tmp_path / "small.tif"],
+        tmp_path / "out",
+        chunk=128,
+        big_pixels=50_000,  # both are "big": the zarr and the TIFF go block by block
+        show_progress=False,
+    )
+    assert [r.status for r in report.results] == ["done", "done"], report.results
+    big = np.asarray(da.from_zarr(str(tmp_path / "out" / "big_labels.zarr")))
+    alone = load_recipe(recipe).run(img).labels
+    assert match_instances(big, alone).f1 >= 0.95
+    assert len(read_csv(tmp_path / "out" / "big_objects.csv")) == len(np.unique(big)) - 1
+    # the command line: --chunk, and one way to run the blocks at a time
+    code = main(
+        [
+            "batch",
+            str(recipe),
+            str(tmp_path / "small.tif"),
+            "-o",
+            str(tmp_path / "o2"),
+            "--chunk",
+            "128",
+            "--gpus",
+            "1",
+            "--workers",
+            "2",
+        ]
+    )
+    assert code == 2 and "choose one of --workers, --gpus" in capsys.readouterr().err

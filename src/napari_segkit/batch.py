@@ -2,8 +2,10 @@
 
 For every input image (TIFF, PNG, JPEG, ``.npy``, zarr; 2D, 3D, stacks) :func:`run_batch` writes
 ``<stem>_labels.tif`` (``<stem>_labels.zarr`` for zarr inputs and images above
-:data:`BIG_PIXELS`, segmented block by block with dask when the method allows it) and
-``<stem>_objects.csv`` (one row per object; Mask R-CNN's own table with class and score), then a
+:data:`BIG_PIXELS`, segmented block by block with dask when the method allows it: threshold,
+edges and k-means for every zarr input, Mask R-CNN and the CNN for images above
+:data:`BIG_PIXELS`, on one worker per GPU with ``--gpus N``) and ``<stem>_objects.csv`` (one row
+per object; Mask R-CNN's own table with class and score, except block by block), then a
 ``batch_summary.csv`` with one row per file.
 
 - **One bad file does not stop the batch**: it is reported in one line and in the summary, and
@@ -262,11 +264,11 @@ def _segment_file(
     overwrite: bool,
     scheduler: Any,
     workers: int | None,
-    chunk: int,
+    chunk: int | None,
     big_pixels: int,
     file_progress: Callable | None,
 ) -> FileResult:
-    from .algorithms.chunked import blockwise_problem, chunked_object_table
+    from .algorithms.chunked import MODEL_METHODS, blockwise_problem, chunked_object_table
     from .algorithms.tables import object_table
 
     t0 = time.perf_counter()
@@ -279,7 +281,10 @@ def _segment_file(
     for stale in (outs["zarr"], outs["tif"]):  # with overwrite, the other form goes too
         if overwrite and stale.exists():
             _remove(stale)
-    chunked = as_zarr and blockwise_problem(recipe.method, recipe.params) is None
+    # a model method goes block by block only where the image is big: in memory, its table
+    # keeps the per-object scores and classes
+    blocks = big if recipe.method in MODEL_METHODS else as_zarr
+    chunked = blocks and blockwise_problem(recipe.method, recipe.params) is None
     if chunked:
         part = labels_path.with_name(f".{labels_path.name}.{uuid.uuid4().hex[:8]}{_PART}")
         try:
@@ -409,7 +414,7 @@ def run_batch(
     scheduler: Any = None,
     workers: int | None = None,
     overwrite: bool = False,
-    chunk: int = 2048,
+    chunk: int | None = None,
     big_pixels: int = BIG_PIXELS,
     progress: Callable[[int, int], None] | None = None,
     file_progress: Callable[[int, int], None] | None = None,
@@ -436,8 +441,9 @@ def run_batch(
         Threads of the local dask scheduler for large images.
     overwrite : bool
         Redo and replace finished outputs (otherwise they are skipped: a resumed batch).
-    chunk : int
-        Block side for large images.
+    chunk : int, optional
+        Block side for large images; default 2048, or for Mask R-CNN and the CNN a block that
+        holds a whole number of the model's tiles at the object size.
     big_pixels : int
         Images with more pixels are written as zarr (and run block by block where possible).
     progress : callable, optional
@@ -600,11 +606,35 @@ def _local_cluster(workers: int) -> Any:
     return Client(cluster)
 
 
+def _gpu_cluster(gpus: int) -> Any:
+    if gpus < 1:
+        raise ValueError(f"--gpus must be >= 1; got {gpus}")
+    try:
+        from .models.blockwise import gpu_cluster
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ValueError(f"--gpus: {err}") from None
+    return gpu_cluster(gpus)
+
+
 def _cli(args: Any) -> int:
     client = None
     try:
         recipe = load_recipe(args.recipe)
         scheduler = args.scheduler
+        chosen = [
+            o
+            for o, v in (
+                ("--scheduler", scheduler),
+                ("--workers", args.workers),
+                ("--gpus", args.gpus),
+            )
+            if v is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of {', '.join(chosen)}")
+        if args.gpus is not None:
+            client = _gpu_cluster(args.gpus)
+            scheduler = client
         if args.workers is not None:
             if args.workers < 1:
                 raise ValueError(f"--workers must be >= 1; got {args.workers}")
@@ -640,7 +670,7 @@ def _cli(args: Any) -> int:
 
 def add_batch_parser(sub: Any) -> None:
     """``segkit batch RECIPE INPUTS... -o OUTDIR [--evaluate GT_DIR] [--scheduler ADDRESS]
-    [--workers N] [--overwrite]``."""
+    [--workers N | --gpus N] [--chunk SIDE] [--overwrite]``."""
     p = sub.add_parser(
         "batch",
         help="segment many files with a recipe (resumes an interrupted batch)",
@@ -670,6 +700,19 @@ def add_batch_parser(sub: Any) -> None:
         metavar="N",
         help="start a local dask cluster of N worker processes for large images",
     )
-    p.add_argument("--chunk", type=int, default=2048, help="block side for large images")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="start a local dask cluster of one worker per GPU (N GPUs) for large images "
+        "segmented with Mask R-CNN or a CNN",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="block side for large images (default 2048; for a model, chosen from its tiles "
+        "and the object size)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo and replace finished outputs")
     p.set_defaults(func=_cli)

@@ -268,21 +268,24 @@ class Recipe:
         *,
         out: str | os.PathLike | None = None,
         axis_labels: Sequence[str] | None = None,
-        chunk: int = 2048,
+        chunk: int | None = None,
         scheduler: Any = None,
         workers: int | None = None,
         overwrite: bool = False,
         progress: Any = None,
     ) -> Any:
         """Segment ``image`` block by block with dask into a zarr array (``out``); see
-        :func:`napari_segkit.algorithms.chunked.segment_chunked`. Returns the lazy labels.
+        :func:`napari_segkit.algorithms.chunked.segment_chunked` (threshold, edges, k-means) and
+        :func:`napari_segkit.models.blockwise.segment_model_blockwise` (Mask R-CNN, CNN).
+        ``chunk=None``: 2048, or for a model a block that holds a whole number of its tiles.
+        Returns the lazy labels.
 
         Raises
         ------
         ValueError
             If the method (with these parameters) cannot run block by block.
         """
-        from .algorithms.chunked import segment_chunked
+        from .algorithms.chunked import MODEL_METHODS, segment_chunked
 
         shape = tuple(getattr(image, "shape", ()))
         if not shape:
@@ -290,11 +293,26 @@ class Recipe:
 
             shape = tuple(_as_dask(image).shape)
         inputs = self.input_kwargs(shape, axis_labels)
+        if self.method in MODEL_METHODS:
+            from .models.blockwise import segment_model_blockwise
+
+            return segment_model_blockwise(
+                image,
+                self.method,
+                self.method_kwargs(),
+                chunk=chunk,
+                scheduler=scheduler,
+                workers=workers,
+                out=out,
+                overwrite=overwrite,
+                progress=progress,
+                **inputs,
+            ).labels
         return segment_chunked(
             image,
             self.method,
             self.method_kwargs(),
-            chunk=chunk,
+            chunk=2048 if chunk is None else chunk,
             scheduler=scheduler,
             workers=workers,
             out=out,

@@ -198,7 +198,10 @@ def test_progress_and_cancel(nuclei):
 def test_not_blockwise_and_bad_arguments(nuclei):
     assert "watershed" in blockwise_problem("edges", {"region_mode": "watershed"})
     assert "quantiles" in blockwise_problem("edges", {"use_quantiles": True})
-    assert "not available block by block" in blockwise_problem("maskrcnn", {})
+    assert "not available block by block" in blockwise_problem("watershed", {})
+    assert blockwise_problem("maskrcnn", {}) is None  # through models.blockwise
+    with pytest.raises(ValueError, match="segment_model_blockwise"):
+        segment_chunked(nuclei, "maskrcnn", {})
     with pytest.raises(ValueError, match="floods the whole image"):
         segment_chunked(nuclei, "edges", {"region_mode": "watershed"})
     with pytest.raises(ValueError, match="unknown parameter"):

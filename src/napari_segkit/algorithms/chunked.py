@@ -28,9 +28,12 @@ for every method where that can be done block by block:
   the central 4096 x 4096 pixels (256**3 voxels) of the joined objects: on a smaller image, the
   whole of it, as in memory.
 
-Not blockwise: the edges watershed (flooding and its distance-transform seeds see the whole
-image), Canny with ``use_quantiles`` (quantiles of the whole gradient), and Mask R-CNN / CNN
-models (they tile on their own). Where the image has NaN pixels, the edges method's nearest-finite
+Not blockwise here: the edges watershed (flooding and its distance-transform seeds see the whole
+image) and Canny with ``use_quantiles`` (quantiles of the whole gradient). The model methods
+(:data:`MODEL_METHODS`: Mask R-CNN, the CNN's semantic and instance output) go block by block
+through :func:`napari_segkit.models.blockwise.segment_model_blockwise` (windows with a halo,
+objects stitched by overlap; :mod:`napari_segkit.algorithms.blockwise`);
+:func:`blockwise_problem` answers for them too. Where the image has NaN pixels, the edges method's nearest-finite
 fill looks no further than the overlap.
 
 Intermediate maps (uint8 codes per pixel) are written to a temporary zarr store beside the
@@ -55,6 +58,7 @@ from .image import ProgressCallback, spatial_ndim_for
 
 __all__ = [
     "CHUNKED_METHODS",
+    "MODEL_METHODS",
     "blockwise_problem",
     "method_overlap",
     "segment_chunked",
@@ -65,6 +69,9 @@ __all__ = [
 #: methods :func:`segment_chunked` can run (some of their parameters excepted, see
 #: :func:`blockwise_problem`)
 CHUNKED_METHODS = ("threshold", "edges", "kmeans")
+#: model methods that run block by block through
+#: :func:`napari_segkit.models.blockwise.segment_model_blockwise` (windows with a halo)
+MODEL_METHODS = ("maskrcnn", "cnn")
 
 #: code bits of the edges method's intermediate map
 _WEAK, _STRONG, _BAD, _EDGE, _CLOSED = 1, 2, 4, 8, 16
@@ -88,9 +95,22 @@ def blockwise_problem(method: str, params: dict | None = None) -> str | None:
     True
     >>> blockwise_problem("edges", {"region_mode": "watershed"})
     "edges: region_mode='watershed' floods the whole image; it is not blockwise (use 'fill')"
+    >>> blockwise_problem("cnn", {"output": "panoptic"})
+    "cnn: panoptic output is not blockwise (use 'instance' or 'semantic')"
     """
+    if method in MODEL_METHODS:
+        p = _full_params(method, params)
+        if method == "maskrcnn" and p.get("link_frames"):
+            return (
+                "maskrcnn: link_frames follows objects over the whole time series; it is not "
+                "blockwise (turn it off)"
+            )
+        if method == "cnn" and p.get("output") == "panoptic":
+            return "cnn: panoptic output is not blockwise (use 'instance' or 'semantic')"
+        return None
     if method not in CHUNKED_METHODS:
-        return f"{method}: not available block by block (methods: {', '.join(CHUNKED_METHODS)})"
+        methods = ", ".join(CHUNKED_METHODS + MODEL_METHODS)
+        return f"{method}: not available block by block (methods: {methods})"
     p = _full_params(method, params)
     if method == "edges":
         if p["region_mode"] == "watershed":
@@ -1432,6 +1452,11 @@ def segment_chunked(
     from .. import params as registry
     from .image import to_channels_last, to_grey
 
+    if method in MODEL_METHODS:
+        raise ValueError(
+            f"{method}: a model method; run it block by block with "
+            "napari_segkit.models.blockwise.segment_model_blockwise"
+        )
     problem = blockwise_problem(method, params)
     if problem:
         raise ValueError(problem)

@@ -28,7 +28,10 @@ def normalization_range(block: np.ndarray, norm: dict[str, Any] | None = None) -
         One plane ``(Y, X, C)`` or volume ``(Z, Y, X, C)``, channels last.
     norm : dict, optional
         ``{"percentiles": [lo, hi]}`` (default :data:`DEFAULT_PERCENTILES`); with
-        ``"uint8_rgb": "divide_255"`` an 8-bit 3-channel block is divided by 255 instead.
+        ``"uint8_rgb": "divide_255"`` an 8-bit 3-channel block is divided by 255 instead; with
+        ``"range": [lo, scale]`` (one value per channel each) these fixed values are returned
+        whatever the block holds (block-by-block segmentation measures them once over the
+        whole image: :func:`fixed_range`).
 
     Returns
     -------
@@ -42,8 +45,15 @@ def normalization_range(block: np.ndarray, norm: dict[str, Any] | None = None) -
     (9.99, 987.01)
     """
     norm = norm or {}
-    block = np.asarray(block)
     c = block.shape[-1]
+    if norm.get("range") is not None:
+        lo, scale = (np.array(v, np.float32).reshape(-1) for v in norm["range"])
+        if lo.shape != (c,) or scale.shape != (c,):
+            raise ValueError(
+                f"normalization range has {lo.size} and {scale.size} values for {c} channel(s)"
+            )
+        return lo, scale
+    block = np.asarray(block)
     if c == 3 and block.dtype == np.uint8 and norm.get("uint8_rgb") == "divide_255":
         return np.zeros(3, np.float32), np.full(3, 1 / 255, np.float32)
     p_lo, p_hi = norm.get("percentiles", DEFAULT_PERCENTILES)
@@ -80,3 +90,33 @@ def normalize(block: np.ndarray, norm: dict[str, Any] | None = None) -> np.ndarr
     if block.dtype.kind in "fc":  # integers have no NaN or infinity
         np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
+
+
+def strided_sample(block: Any, size: int = SAMPLE_SIZE) -> np.ndarray:
+    """The strided subset of a channels-last block that :func:`normalization_range` reads.
+
+    ``block`` may be a dask array: only the sample is computed (every chunk is read once).
+    :func:`normalization_range` of the sample equals that of the whole block.
+    """
+    spatial = block.shape[:-1]
+    step = max(1, int((math.prod(spatial) / size) ** (1 / len(spatial))))
+    sub = block[tuple(slice(None, None, step) for _ in spatial)]
+    if hasattr(sub, "compute"):
+        sub = sub.compute()
+    return np.asarray(sub)
+
+
+def fixed_range(sample: np.ndarray, norm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``norm`` with the ``"range"`` of ``sample`` fixed, so that every block of an image is
+    scaled as the whole image is (see :func:`strided_sample`).
+
+    Examples
+    --------
+    >>> img = np.arange(1000.0).reshape(10, 100, 1)
+    >>> norm = fixed_range(strided_sample(img))
+    >>> lo, scale = normalization_range(img[:2], norm)
+    >>> round(float(lo[0]), 2)
+    9.99
+    """
+    lo, scale = normalization_range(sample, {k: v for k, v in (norm or {}).items() if k != "range"})
+    return {**(norm or {}), "range": [lo.tolist(), scale.tolist()]}

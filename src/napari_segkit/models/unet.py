@@ -1029,6 +1029,111 @@ def predict_unet(
     )
 
 
+def estimate_unet_diameter(
+    image: Any,
+    model: str | os.PathLike | LoadedUNet = "nuclei",
+    *,
+    device: Any = "auto",
+    spatial_ndim: int = 2,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channel: int = 0,
+    tile_size: int | Sequence[int] = 1024,
+    tile_overlap: int = 64,
+    batch_size: int = 4,
+    half: bool = True,
+    seed_threshold: float = 0.5,
+    distance_threshold: float = 0.4,
+) -> tuple[float | None, str]:
+    """The object diameter :func:`predict_unet` (``diameter=None``) would segment ``image`` at,
+    without segmenting it: the same model passes on the same central crops, the scale kept
+    within :data:`AUTO_SCALE_RANGE`.
+
+    Block-by-block segmentation measures it once on the whole image this way, then gives it to
+    every block. Returns ``(diameter, note)``; ``diameter`` is None for a model without
+    ``object_diameter`` or an image without objects (then nothing is rescaled).
+
+    Examples
+    --------
+    >>> from napari_segkit.datasets import synthetic_nuclei
+    >>> img, _ = synthetic_nuclei((256, 256), n_nuclei=30, seed=3)
+    >>> d, note = estimate_unet_diameter(img, "nuclei", device="cpu")  # doctest: +SKIP
+    """
+    import torch
+
+    from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
+
+    image = check_image(image)
+    if rgb is None:
+        rgb = channel_axis is None and len(image.shape) > 2 and image.shape[-1] in (3, 4)
+    chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
+    sp = spatial_ndim_for(chans.ndim - 1, spatial_ndim)
+    if not isinstance(model, LoadedUNet):
+        model = load_unet(model, device)
+    if model.object_diameter is None:
+        return None, "the model has no object_diameter: not rescaled"
+    if isinstance(tile_size, int) and model.ndim == 3 and tile_size > MAX_TILE_3D:
+        tile_size = MAX_TILE_3D
+        if isinstance(tile_overlap, int):
+            tile_overlap = min(tile_overlap, MAX_TILE_3D // 4)
+    tiles, overlaps = check_tiling(tile_size, tile_overlap, model.ndim)
+    lead = tuple(int(s) for s in chans.shape[: chans.ndim - 1 - sp])
+    adapt = _channel_adapter(int(chans.shape[-1]), model.in_channels, bool(rgb), int(channel))
+    prepare = _prepare(adapt, model.normalization)
+    from .devices import use_half
+
+    predictor = TiledPredictor(
+        _forward(model, use_half(model.device, half)),
+        model.out_channels,
+        tile_size=tiles,
+        overlap=overlaps,
+        batch_size=int(batch_size),
+        multiple=2 ** int(model.config["depth"]),
+    )
+
+    def run(blocks: list, scale: float, source: Any = None) -> Any:
+        return dense_maps(
+            chans if source is None else source,
+            spatial_ndim=sp,
+            model_ndim=model.ndim,
+            prepare=prepare,
+            predictor=predictor,
+            device=model.device,
+            scale=scale,
+            blocks=blocks,
+        )
+
+    def n_tiles(n_blocks: int, scale: float, shape: Sequence[int] | None = None) -> int:
+        return count_tiles(
+            chans.shape if shape is None else shape,
+            spatial_ndim=sp,
+            model_ndim=model.ndim,
+            predictor=predictor,
+            scale=scale,
+            n_blocks=n_blocks,
+        )
+
+    with model.lock, torch.inference_mode():
+        est, _, note = _estimate_diameter(
+            chans,
+            lead,
+            sp,
+            model,
+            list(np.ndindex(*lead)),
+            run,
+            n_tiles,
+            [0],
+            seed_threshold,
+            distance_threshold,
+        )
+    if est is None:
+        return None, note
+    obj_d = float(model.object_diameter)
+    lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
+    scale = float(min(max(obj_d / est, lo), hi))
+    return obj_d / scale, note
+
+
 #: The automatic diameter: probe blocks are cropped (Y, X) so that the network sees at most this
 #: many pixels per side; at most this many estimating passes.
 ESTIMATE_CROP = {2: 512, 3: 160}

@@ -5,9 +5,12 @@ with dask) of more than :data:`settings.min_pixels` pixels, and the method can r
 block with its current parameters (:func:`~napari_segkit.algorithms.chunked.blockwise_problem`),
 the widget runs :func:`~napari_segkit.algorithms.chunked.segment_chunked` instead of its
 in-memory compute: the labels go to a temporary zarr array that the Labels layer shows lazily.
-Extra layers (edge map, cluster colours) and the per-object table are left out on this path.
+Mask R-CNN and the CNN (semantic and instance output) go the same way through
+:func:`~napari_segkit.models.blockwise.segment_model_blockwise`: windows with a halo from the
+object size, objects stitched across the blocks. Extra layers (edge map, cluster colours, boxes,
+probabilities) and the per-object table are left out on this path.
 :data:`settings.scheduler` (set from the Batch widget's "dask scheduler" field) sends the blocks
-to a dask.distributed cluster.
+to a dask.distributed cluster (a model's workers each get their own GPU).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class Settings:
     scheduler: Any = None
     #: block side (pixels)
     chunk: int = 2048
+    #: block side for Mask R-CNN and the CNN (None: a whole number of the model's tiles)
+    model_chunk: int | None = None
 
 
 settings = Settings()
@@ -52,10 +57,11 @@ def _is_lazy(data: Any) -> bool:
 
 def chunked_compute(widget: Any, inp: Any, params: dict) -> Callable | None:
     """The block-by-block compute for this input, or None if the in-memory one applies."""
-    from ..algorithms.chunked import CHUNKED_METHODS, blockwise_problem
+    from ..algorithms.chunked import CHUNKED_METHODS, MODEL_METHODS, blockwise_problem
 
     spec = getattr(widget, "spec", None)
-    if spec is None or spec.name not in CHUNKED_METHODS or not _is_lazy(inp.data):
+    methods = CHUNKED_METHODS + MODEL_METHODS
+    if spec is None or spec.name not in methods or not _is_lazy(inp.data):
         return None
     pixels = 1
     for n in inp.data.shape:
@@ -65,6 +71,8 @@ def chunked_compute(widget: Any, inp: Any, params: dict) -> Callable | None:
     method_params, _ = spec.split(params)
     if blockwise_problem(spec.name, method_params) is not None:
         return None
+    if spec.name in MODEL_METHODS:
+        return _model_compute(spec, method_params)
 
     def compute(inp: Any, params: dict, progress: Callable) -> ChunkedResult:
         from ..algorithms.chunked import segment_chunked
@@ -97,3 +105,36 @@ def chunked_compute(widget: Any, inp: Any, params: dict) -> Callable | None:
 def _max_label(labels: Any) -> int:
     """The largest label of a lazy result, block by block (off the GUI thread)."""
     return int(labels.max().compute()) if labels.size else 0
+
+
+def _model_compute(spec: Any, method_params: dict) -> Callable:
+    def compute(inp: Any, params: dict, progress: Callable) -> ChunkedResult:
+        from ..models.blockwise import segment_model_blockwise
+
+        res = segment_model_blockwise(
+            inp.data,
+            spec.name,
+            method_params,
+            chunk=settings.model_chunk,
+            scheduler=settings.scheduler,
+            progress=progress,
+            rgb=inp.rgb,
+            channel_axis=inp.channel_axis,
+            channel=inp.channel,
+            spatial_ndim=inp.spatial_ndim,
+        )
+        n = _max_label(res.labels) if res.kind == "instance" else 0
+        result = ChunkedResult(
+            res.labels,
+            message=f"{spec.title}: a large image, segmented block by block with dask "
+            f"(blocks of {res.chunk} px, halo {res.halo} px; extra layers and the object table "
+            "are left out)",
+            n_labels=n,
+        )
+        if res.diameter is not None:
+            how = "diameter (auto)" if method_params.get("diameter") is None else "diameter"
+            result.measured = {how: (round(float(res.diameter), 1), "px")}
+        result.n_ids = n  # Mask R-CNN: the next label painted by hand
+        return result
+
+    return compute

@@ -125,7 +125,9 @@ class MaskRCNNWidget(SegmentWidget):
     def _publish(self, inp: ImageInput, params: dict, result: SegmentationResult):
         layer = super()._publish(inp, params, result)
         # the next label painted by hand is beyond every ID the model handed out
-        n_ids = getattr(result, "n_ids", int(result.labels.max(initial=0)))
+        n_ids = getattr(result, "n_ids", None)
+        if n_ids is None:
+            n_ids = int(result.labels.max(initial=0))
         layer.selected_label = n_ids + 1
         diameter = getattr(result, "diameter", None)
         if diameter is not None:  # the object size the image was segmented for
