@@ -35,10 +35,13 @@ from napari_segkit.metrics import match_instances
 SEED0 = 10**6
 
 
+MODEL = "nuclei"
+
+
 def run_unet(vol, spacing, device):
     from napari_segkit.models.cnn import segment_cnn
 
-    res = segment_cnn(vol, spatial_ndim=3, spacing=spacing, device=device)
+    res = segment_cnn(vol, model=MODEL, spatial_ndim=3, spacing=spacing, device=device)
     return res.labels, res.measured.get("diameter")
 
 
@@ -84,7 +87,7 @@ def sweep(data: dict, device) -> None:
         for vol, lab, spacing in items:
             res = predict_unet(
                 vol,
-                "nuclei_3d",
+                "nuclei_3d" if MODEL == "nuclei" else MODEL,
                 spatial_ndim=3,
                 spacing=spacing,
                 device=device,
@@ -120,12 +123,15 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", default="unet,unet-noscale,threshold")
     ap.add_argument("--configs", default="train,holdout")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="nuclei", help="the U-Net (default: the shipped 3D one)")
     ap.add_argument("--sweep", action="store_true", help="U-Net watershed thresholds")
     args = ap.parse_args(argv)
+    global MODEL
+    MODEL = args.model
     shape = tuple(int(v) for v in args.shape.split(","))
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}; "
-        f"{args.n} volumes {shape} per configuration",
+        f"{args.n} volumes {shape} per configuration, model {args.model}",
         flush=True,
     )
     data = {c: list(volumes(c, args.n, shape)) for c in args.configs.split(",")}

@@ -39,7 +39,7 @@ import numpy as np
 from napari_segkit.metrics import match_instances
 from napari_segkit.models import training as tr
 from napari_segkit.models.devices import resolve_device
-from napari_segkit.models.unet import build_unet, load_unet
+from napari_segkit.models.unet import INSTANCE_OUTPUTS, build_unet, load_unet
 
 # --- the generators ---------------------------------------------------------------------------
 # FALLBACK: until napari_segkit.datasets.realistic_nuclei(_3d) are merged, train on
@@ -66,6 +66,11 @@ ARCH = {
     2: {"depth": 4, "width": 32, "norm": "batch"},
     3: {"depth": 3, "width": 24, "norm": "group"},
 }
+#: The watershed thresholds recorded in each model (its checkpoint's ``outputs``; inference uses
+#: them unless the caller passes others), chosen on generated validation volumes of the training
+#: configuration (``benchmarks/eval_nuclei_3d.py --sweep``): the 3D model's distance map needs a
+#: stricter seed core than the default 0.4 (AP@0.5 0.84 against 0.56 there).
+POSTPROCESS = {2: {}, 3: {"seed_threshold": 0.5, "distance_threshold": 0.5}}
 #: --tiny: the same pipeline, small enough for a CPU.
 VAL_IMAGES = {2: 8, 3: 4}
 #: Held-out images: their shape (as generated; the nuclei are 5-100 px wide in 2D).
@@ -261,7 +266,12 @@ def holdout_scores(model, ndim: int, n: int, shape, seed: int, device, pool) -> 
             continue
         image, lab, d = item
         maps = tr._maps(model.module, image, task="instance", device=device)
-        labels = tr.labels_from_maps(maps, diameter=model.object_diameter)
+        labels = tr.labels_from_maps(
+            maps,
+            diameter=model.object_diameter,
+            seed_threshold=model.watershed_threshold("seed_threshold"),
+            distance_threshold=model.watershed_threshold("distance_threshold"),
+        )
         pred = tr._resize_nearest(labels, lab.shape)
         r = match_instances(pred, lab, iou_threshold=0.5)
         tp, fp, fn = tp + r.tp, fp + r.fp, fn + r.fn
@@ -366,6 +376,7 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
             task="instance",
             class_names=["background", "nucleus"],
             object_diameter=TARGET[ndim],
+            outputs={**INSTANCE_OUTPUTS, **POSTPROCESS[ndim]},
             training=info,
             metrics=metrics,
             half=True,
@@ -425,6 +436,7 @@ def train_one(ndim: int, args, pool, sampler: PoolSampler, seconds: float, devic
         task="instance",
         class_names=["background", "nucleus"],
         object_diameter=TARGET[ndim],
+        outputs={**INSTANCE_OUTPUTS, **POSTPROCESS[ndim]},
         training=info,
         metrics=metrics,
         half=True,

@@ -194,7 +194,9 @@ def _run_method(args: argparse.Namespace) -> int:
             inputs["spatial_ndim"] = resolve_stack(args.stack, loaded, spec, bool(args.rgb))
         if getattr(args, "spacing", None) is not None:
             if inputs.get("spatial_ndim") != 3:
-                raise ValueError("--spacing is for a z-stack segmented as a volume (--stack volume)")
+                raise ValueError(
+                    "--spacing is for a z-stack segmented as a volume (--stack volume)"
+                )
             inputs["spacing"] = args.spacing
         result = spec.resolve()(loaded.data, **inputs, **kwargs)
         labels, table = _labels_and_table(result)

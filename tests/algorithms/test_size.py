@@ -218,3 +218,19 @@ def test_consistent_diameter_nothing_found_and_bounds():
         consistent_diameter(measure, 20.0, bounds=(10, 5))
     with pytest.raises(ValueError, match="max_passes"):
         consistent_diameter(measure, 20.0, bounds=(2, 50), max_passes=0)
+
+
+@pytest.mark.parametrize("slope", [1.0, 1.5])
+def test_consistent_diameter_does_not_chase_a_diverging_model(slope):
+    """A model biased 15 % small at every scale (slope 1), or one whose objects shrink faster
+    than the guess (slope 1.5: it fragments more the more the image is zoomed in), has no
+    self-consistent size below the first guess: the search stops after two passes and keeps the
+    measurement of the more consistent one instead of running to the lower bound."""
+    calls = []
+
+    def measure(g):
+        calls.append(g)
+        return 0.85 * 16.0 * (g / 16.0) ** slope
+
+    d, passes = consistent_diameter(measure, 16.0, bounds=(2, 500), max_passes=4)
+    assert len(passes) == 2 and d == pytest.approx(0.85 * 16.0)

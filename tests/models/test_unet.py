@@ -410,6 +410,44 @@ def test_metadata_is_checked():
     with pytest.raises(ValueError, match="4 output channels"):
         unet.unet_metadata({**cfg, "out_channels": 3}, task="instance")
     assert math.isclose(unet.unet_metadata(cfg, object_diameter=7)["object_diameter"], 7.0)
+    with pytest.raises(ValueError, match="distance_threshold"):
+        unet.unet_metadata(cfg, outputs={"distance_threshold": 1.5})
+
+
+def test_watershed_thresholds_come_from_the_checkpoint(tiny, tmp_path, monkeypatch):
+    """A checkpoint may recommend its own seed/distance thresholds (chosen for that model on
+    validation images); a caller's values win; without a recommendation, 0.5 / 0.4."""
+    from napari_segkit.algorithms import watershed as ws
+    from napari_segkit.models.training import save_unet_checkpoint
+
+    used = []
+    real = ws.instances_from_maps
+
+    def recording(*args, **kwargs):
+        used.append((kwargs["seed_threshold"], kwargs["distance_threshold"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ws, "instances_from_maps", recording)
+    img, _ = synthetic_nuclei((96, 96), n_nuclei=8, radius=(4, 8), seed=2)
+    default = unet.predict_unet(img, tiny, diameter=DIAMETER)
+    assert (default.params["seed_threshold"], default.params["distance_threshold"]) == (0.5, 0.4)
+    path = save_unet_checkpoint(
+        tiny.module,
+        tmp_path / "strict.safetensors",
+        architecture=tiny.config,
+        task="instance",
+        class_names=tiny.class_names,
+        object_diameter=tiny.object_diameter,
+        outputs={**unet.INSTANCE_OUTPUTS, "distance_threshold": 0.7},
+    )
+    strict = unet.load_unet(path, "cpu", cache=False)
+    res = unet.predict_unet(img, strict, diameter=DIAMETER)
+    assert res.params["distance_threshold"] == 0.7 and res.params["seed_threshold"] == 0.5
+    mine = unet.predict_unet(img, strict, diameter=DIAMETER, distance_threshold=0.4)
+    np.testing.assert_array_equal(mine.labels, default.labels)
+    assert used == [(0.5, 0.4), (0.5, 0.7), (0.5, 0.4)]  # the watershed got them
+    shipped = unet.load_unet("nuclei_3d", "cpu")
+    assert shipped.watershed_threshold("distance_threshold") == 0.5
 
 
 @pytest.mark.gpu

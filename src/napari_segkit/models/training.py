@@ -81,6 +81,7 @@ def save_unet_checkpoint(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     half: bool = False,
+    outputs: dict[str, Any] | None = None,
 ) -> Path:
     """Write a U-Net and its metadata to ``path`` (safetensors) atomically.
 
@@ -111,6 +112,9 @@ def save_unet_checkpoint(
         How it was trained (images, settings) and scored (history, best); JSON-able.
     half : bool
         Store floating-point tensors as float16 (half the size).
+    outputs : dict, optional
+        How to read the output channels (see :func:`~napari_segkit.models.unet.unet_metadata`),
+        e.g. the watershed thresholds recommended for this model.
 
     Examples
     --------
@@ -136,6 +140,7 @@ def save_unet_checkpoint(
         object_diameter=object_diameter,
         training=training,
         metrics=metrics,
+        outputs=outputs,
         half=half,
     )
 
@@ -695,13 +700,24 @@ def _maps(
         net.train(was_training)
 
 
-def labels_from_maps(maps: np.ndarray, *, diameter: float | None = None) -> np.ndarray:
+def labels_from_maps(
+    maps: np.ndarray,
+    *,
+    diameter: float | None = None,
+    seed_threshold: float = 0.5,
+    distance_threshold: float = 0.4,
+) -> np.ndarray:
     """Objects from the 4 instance maps (:func:`~napari_segkit.algorithms.watershed.instances_from_maps`,
     with inference's ``min_size``: a tenth of a typical object of ``diameter``)."""
     from .unet import _min_size
 
     return ws.instances_from_maps(
-        maps[1], maps[2], maps[3], min_size=_min_size(None, diameter, maps.ndim - 1)
+        maps[1],
+        maps[2],
+        maps[3],
+        min_size=_min_size(None, diameter, maps.ndim - 1),
+        seed_threshold=seed_threshold,
+        distance_threshold=distance_threshold,
     )
 
 

@@ -74,6 +74,10 @@ INSTANCE_OUTPUTS = {
     "distance_channel": 3,
     "distance_activation": "sigmoid",
 }
+#: The watershed's thresholds for an instance U-Net whose checkpoint recommends none
+#: (``outputs["seed_threshold"]``, ``outputs["distance_threshold"]``: chosen for that model on
+#: generated validation images).
+WATERSHED_THRESHOLDS = {"seed_threshold": 0.5, "distance_threshold": 0.4}
 #: ... and a semantic U-Net's.
 SEMANTIC_OUTPUTS = {"classes": "softmax over all channels"}
 #: Activations of the distance channel :func:`load_unet` understands.
@@ -225,6 +229,14 @@ class LoadedUNet:
     def in_channels(self) -> int:
         return int(self.config["in_channels"])
 
+    def watershed_threshold(self, name: str, given: float | None = None) -> float:
+        """``given``, else the checkpoint's recommended ``seed_threshold`` /
+        ``distance_threshold`` (its ``outputs``), else :data:`WATERSHED_THRESHOLDS`."""
+        if given is not None:
+            return float(given)
+        outputs = self.metadata.get("outputs") or {}
+        return float(outputs.get(name, WATERSHED_THRESHOLDS[name]))
+
     @property
     def out_channels(self) -> int:
         return int(self.config["out_channels"])
@@ -304,6 +316,11 @@ def unet_metadata(
             raise ValueError(
                 f"outputs['distance_activation'] must be one of {DISTANCE_ACTIVATIONS}; got {act!r}"
             )
+        for key in WATERSHED_THRESHOLDS:
+            if key in outputs:
+                value = outputs[key]
+                if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                    raise ValueError(f"outputs[{key!r}] must be between 0 and 1; got {value!r}")
     if object_diameter is not None:
         d = float(object_diameter)
         if not (math.isfinite(d) and d > 0):
@@ -633,6 +650,121 @@ def _forward(model: LoadedUNet, use_half: bool) -> Any:
     return forward
 
 
+@dataclass
+class _Runner:
+    """A U-Net made ready for an image: its channels read, the tiled predictor built; runs the
+    network over blocks at a scale (``scale`` is the xy factor; anisotropic voxels are made
+    cubic on the way). Shared by :func:`predict_unet` and :func:`estimate_unet_diameter`."""
+
+    model: LoadedUNet
+    chans: Any  # channels-last image
+    sp: int  # spatial axes of a block
+    lead: tuple[int, ...]  # leading (stack) axes
+    block_shape: tuple[int, ...]
+    aniso: tuple[float, ...]  # voxel size relative to the last axis
+    predictor: Any
+    prepare: Any
+    tiles: tuple[int, ...]
+    overlaps: tuple[int, ...]
+    half: bool
+    on_batch: Any = None
+
+    @classmethod
+    def make(
+        cls,
+        image: Any,
+        model: Any,
+        *,
+        device: Any,
+        spatial_ndim: int,
+        spacing: Any,
+        rgb: bool | None,
+        channel_axis: int | None,
+        channel: int,
+        tile_size: Any,
+        tile_overlap: Any,
+        batch_size: int,
+        half: bool,
+    ) -> _Runner:
+        from .devices import use_half
+        from .tiling import TiledPredictor, check_tiling
+
+        image = check_image(image)
+        if rgb is None:
+            rgb = channel_axis is None and len(image.shape) > 2 and image.shape[-1] in (3, 4)
+        chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
+        sp = spatial_ndim_for(chans.ndim - 1, spatial_ndim)
+        if not isinstance(model, LoadedUNet):
+            model = load_unet(model, device)
+        if model.ndim == 3 and sp != 3:
+            raise ValueError(
+                f"{model.source} is a 3D U-Net: pass a volume with spatial_ndim=3 "
+                f"(got spatial_ndim={spatial_ndim} for an image of shape {tuple(image.shape)})"
+            )
+        lead = tuple(int(n) for n in chans.shape[: chans.ndim - 1 - sp])
+        block_shape = tuple(int(n) for n in chans.shape[len(lead) : -1])
+        aniso = relative_spacing(spacing, sp)
+        if isinstance(tile_size, int) and model.ndim == 3 and tile_size > MAX_TILE_3D:
+            tile_size = MAX_TILE_3D  # a 512**3 block would not fit in memory
+            if isinstance(tile_overlap, int):
+                tile_overlap = min(tile_overlap, MAX_TILE_3D // 4)
+        tiles, overlaps = check_tiling(tile_size, tile_overlap, model.ndim)
+        adapt = _channel_adapter(int(chans.shape[-1]), model.in_channels, bool(rgb), int(channel))
+        half_on = use_half(model.device, half)
+        predictor = TiledPredictor(
+            _forward(model, half_on),
+            model.out_channels,
+            tile_size=tiles,
+            overlap=overlaps,
+            batch_size=int(batch_size),
+            multiple=2 ** int(model.config["depth"]),
+        )
+        return cls(
+            model,
+            chans,
+            sp,
+            lead,
+            block_shape,
+            aniso,
+            predictor,
+            _prepare(adapt, model.normalization),
+            tiles,
+            overlaps,
+            half_on,
+        )
+
+    def factors(self, scale: float) -> tuple[float, ...]:
+        """The resize factor along each of the network's axes for an xy ``scale``."""
+        return tuple(float(scale) * a for a in self.aniso[self.sp - self.model.ndim :])
+
+    def run(self, blocks: list, scale: float, source: Any = None) -> Any:
+        from .tiling import dense_maps
+
+        return dense_maps(
+            self.chans if source is None else source,
+            spatial_ndim=self.sp,
+            model_ndim=self.model.ndim,
+            prepare=self.prepare,
+            predictor=self.predictor,
+            device=self.model.device,
+            scale=self.factors(scale),
+            blocks=blocks,
+            on_batch=self.on_batch,
+        )
+
+    def n_tiles(self, n_blocks: int, scale: float, shape: Sequence[int] | None = None) -> int:
+        from .tiling import count_tiles
+
+        return count_tiles(
+            self.chans.shape if shape is None else shape,
+            spatial_ndim=self.sp,
+            model_ndim=self.model.ndim,
+            predictor=self.predictor,
+            scale=self.factors(scale),
+            n_blocks=n_blocks,
+        )
+
+
 def predict_unet(
     image: Any,
     model: str | os.PathLike | LoadedUNet = "nuclei",
@@ -650,8 +782,8 @@ def predict_unet(
     channel_axis: int | None = None,
     channel: int = 0,
     min_size: int | None = None,
-    seed_threshold: float = 0.5,
-    distance_threshold: float = 0.4,
+    seed_threshold: float | None = None,
+    distance_threshold: float | None = None,
     progress: ProgressCallback | None = None,
     return_probabilities: bool = False,
 ) -> UNetResult:
@@ -706,8 +838,10 @@ def predict_unet(
     min_size : int, optional
         Objects with fewer pixels are removed (instance output). ``None``: a tenth of the area
         (volume) of a typical object, at least 4 pixels.
-    seed_threshold, distance_threshold : float
-        See :func:`napari_segkit.algorithms.watershed.instances_from_maps`.
+    seed_threshold, distance_threshold : float, optional
+        See :func:`napari_segkit.algorithms.watershed.instances_from_maps`. ``None``: the
+        model's own (its checkpoint's ``outputs``, chosen on generated validation images; the
+        shipped 3D U-Net uses 0.5 / 0.5), else 0.5 / 0.4.
     progress : callable, optional
         ``progress(done, total)`` in tiles; may raise
         :class:`~napari_segkit.algorithms.image.Cancelled` to stop.
@@ -735,8 +869,7 @@ def predict_unet(
     """
     import torch
 
-    from .devices import AUTOTUNE_TILES, configure_cudnn, use_half
-    from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
+    from .devices import AUTOTUNE_TILES, configure_cudnn
 
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
@@ -747,57 +880,43 @@ def predict_unet(
         ("seed_threshold", seed_threshold),
         ("distance_threshold", distance_threshold),
     ):
-        if not 0.0 <= float(value) <= 1.0:
+        if value is not None and not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1; got {value}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    image = check_image(image)
-    if rgb is None:
-        rgb = channel_axis is None and len(image.shape) > 2 and image.shape[-1] in (3, 4)
-    chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
-    sp = spatial_ndim_for(chans.ndim - 1, spatial_ndim)
-    if not isinstance(model, LoadedUNet):
-        model = load_unet(model, device)
-    if model.ndim == 3 and sp != 3:
-        raise ValueError(
-            f"{model.source} is a 3D U-Net: pass a volume with spatial_ndim=3 "
-            f"(got spatial_ndim={spatial_ndim} for an image of shape {tuple(image.shape)})"
-        )
-    lead = tuple(int(s) for s in chans.shape[: chans.ndim - 1 - sp])
-    block_shape = tuple(int(s) for s in chans.shape[len(lead) : -1])
-    aniso = relative_spacing(spacing, sp)
-    # the factors along the network's own axes for a scale (the xy scale; anisotropic voxels
-    # are made cubic on the way)
-    model_aniso = aniso[sp - model.ndim :]
-
-    def factors(s: float) -> tuple[float, ...]:
-        return tuple(float(s) * a for a in model_aniso)
-
+    r = _Runner.make(
+        image,
+        model,
+        device=device,
+        spatial_ndim=spatial_ndim,
+        spacing=spacing,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        channel=channel,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        batch_size=batch_size,
+        half=half,
+    )
+    model, chans, sp, lead, block_shape, aniso = (
+        r.model,
+        r.chans,
+        r.sp,
+        r.lead,
+        r.block_shape,
+        r.aniso,
+    )
+    seed_threshold = model.watershed_threshold("seed_threshold", seed_threshold)
+    distance_threshold = model.watershed_threshold("distance_threshold", distance_threshold)
     if wanted is not None and wanted > max(block_shape):
         raise ValueError(
             f"diameter={diameter} is larger than the image ({block_shape} pixels per block)"
         )
-    if isinstance(tile_size, int) and model.ndim == 3 and tile_size > MAX_TILE_3D:
-        tile_size = MAX_TILE_3D  # a 512**3 block would not fit in memory
-        if isinstance(tile_overlap, int):
-            tile_overlap = min(tile_overlap, MAX_TILE_3D // 4)
-    tiles, overlaps = check_tiling(tile_size, tile_overlap, model.ndim)
     out_shape = (*lead, *block_shape)
     check_memory(int(np.prod(out_shape, dtype=np.int64)) * 4 * 4, "the network's maps")
-    adapt = _channel_adapter(int(chans.shape[-1]), model.in_channels, bool(rgb), int(channel))
-    prepare = _prepare(adapt, model.normalization)
     dev = model.device
-    half_on = use_half(dev, half)
     configure_cudnn(dev, fixed_size=False)  # estimating passes: sizes vary
     n_out = model.out_channels
-    predictor = TiledPredictor(
-        _forward(model, half_on),
-        n_out,
-        tile_size=tiles,
-        overlap=overlaps,
-        batch_size=int(batch_size),
-        multiple=2 ** int(model.config["depth"]),
-    )
     all_blocks = list(np.ndindex(*lead))
     messages: list[str] = []
     obj_d = model.object_diameter
@@ -845,28 +964,8 @@ def predict_unet(
         done[0] += n
         report(progress, done[0], total[0])
 
-    def run(blocks: list, scale: float, source: Any = None) -> Any:
-        return dense_maps(
-            chans if source is None else source,
-            spatial_ndim=sp,
-            model_ndim=model.ndim,
-            prepare=prepare,
-            predictor=predictor,
-            device=dev,
-            scale=factors(scale),
-            blocks=blocks,
-            on_batch=on_batch,
-        )
-
-    def n_tiles(n_blocks: int, scale: float, shape: Sequence[int] | None = None) -> int:
-        return count_tiles(
-            chans.shape if shape is None else shape,
-            spatial_ndim=sp,
-            model_ndim=model.ndim,
-            predictor=predictor,
-            scale=factors(scale),
-            n_blocks=n_blocks,
-        )
+    r.on_batch = on_batch
+    run, n_tiles = r.run, r.n_tiles
 
     scale = 1.0
     d_used: float | None = None
@@ -906,7 +1005,7 @@ def predict_unet(
         if scale != 1.0:
             from .tiling import scaled_shape
 
-            scaled = scaled_shape(block_shape[sp - model.ndim :], factors(scale))
+            scaled = scaled_shape(block_shape[sp - model.ndim :], r.factors(scale))
             check_memory(
                 int(np.prod(scaled, dtype=np.int64))
                 * 4
@@ -1002,11 +1101,11 @@ def predict_unet(
         diameter=wanted,
         diameter_used=d_used,
         scale=scale,
-        tile_size=list(tiles),
-        tile_overlap=list(overlaps),
+        tile_size=list(r.tiles),
+        tile_overlap=list(r.overlaps),
         batch_size=int(batch_size),
         device=str(dev),
-        half=half_on,
+        half=r.half,
         spatial_ndim=sp,
         spacing=None if spacing is None else [float(v) for v in np.atleast_1d(spacing)],
         min_size=min_size,
@@ -1042,8 +1141,9 @@ def estimate_unet_diameter(
     tile_overlap: int = 64,
     batch_size: int = 4,
     half: bool = True,
-    seed_threshold: float = 0.5,
-    distance_threshold: float = 0.4,
+    spacing: Sequence[float] | None = None,
+    seed_threshold: float | None = None,
+    distance_threshold: float | None = None,
 ) -> tuple[float | None, str]:
     """The object diameter :func:`predict_unet` (``diameter=None``) would segment ``image`` at,
     without segmenting it: the same model passes on the same central crops, the scale kept
@@ -1061,70 +1161,36 @@ def estimate_unet_diameter(
     """
     import torch
 
-    from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
-
-    image = check_image(image)
-    if rgb is None:
-        rgb = channel_axis is None and len(image.shape) > 2 and image.shape[-1] in (3, 4)
-    chans = to_channels_last(image, rgb=rgb, channel_axis=channel_axis)
-    sp = spatial_ndim_for(chans.ndim - 1, spatial_ndim)
-    if not isinstance(model, LoadedUNet):
-        model = load_unet(model, device)
+    r = _Runner.make(
+        image,
+        model,
+        device=device,
+        spatial_ndim=spatial_ndim,
+        spacing=spacing,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        channel=channel,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        batch_size=batch_size,
+        half=half,
+    )
+    model = r.model
     if model.object_diameter is None:
         return None, "the model has no object_diameter: not rescaled"
-    if isinstance(tile_size, int) and model.ndim == 3 and tile_size > MAX_TILE_3D:
-        tile_size = MAX_TILE_3D
-        if isinstance(tile_overlap, int):
-            tile_overlap = min(tile_overlap, MAX_TILE_3D // 4)
-    tiles, overlaps = check_tiling(tile_size, tile_overlap, model.ndim)
-    lead = tuple(int(s) for s in chans.shape[: chans.ndim - 1 - sp])
-    adapt = _channel_adapter(int(chans.shape[-1]), model.in_channels, bool(rgb), int(channel))
-    prepare = _prepare(adapt, model.normalization)
-    from .devices import use_half
-
-    predictor = TiledPredictor(
-        _forward(model, use_half(model.device, half)),
-        model.out_channels,
-        tile_size=tiles,
-        overlap=overlaps,
-        batch_size=int(batch_size),
-        multiple=2 ** int(model.config["depth"]),
-    )
-
-    def run(blocks: list, scale: float, source: Any = None) -> Any:
-        return dense_maps(
-            chans if source is None else source,
-            spatial_ndim=sp,
-            model_ndim=model.ndim,
-            prepare=prepare,
-            predictor=predictor,
-            device=model.device,
-            scale=scale,
-            blocks=blocks,
-        )
-
-    def n_tiles(n_blocks: int, scale: float, shape: Sequence[int] | None = None) -> int:
-        return count_tiles(
-            chans.shape if shape is None else shape,
-            spatial_ndim=sp,
-            model_ndim=model.ndim,
-            predictor=predictor,
-            scale=scale,
-            n_blocks=n_blocks,
-        )
-
     with model.lock, torch.inference_mode():
         est, _, note = _estimate_diameter(
-            chans,
-            lead,
-            sp,
+            r.chans,
+            r.lead,
+            r.sp,
             model,
-            list(np.ndindex(*lead)),
-            run,
-            n_tiles,
+            list(np.ndindex(*r.lead)),
+            r.run,
+            r.n_tiles,
             [0],
-            seed_threshold,
-            distance_threshold,
+            model.watershed_threshold("seed_threshold", seed_threshold),
+            model.watershed_threshold("distance_threshold", distance_threshold),
+            r.aniso,
         )
     if est is None:
         return None, note
