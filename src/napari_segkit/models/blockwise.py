@@ -164,6 +164,7 @@ class BlockPredictor:
     spatial_ndim: int = 2
     rgb: bool = False
     channel: int = 0
+    spacing: tuple | None = None  # voxel size (z, y, x) of a z-stack
 
     def device(self) -> Any:
         return worker_device(self.params.get("device", "auto"))
@@ -211,6 +212,7 @@ class BlockPredictor:
             diameter=self.params.get("diameter"),
             rgb=color,
             spatial_ndim=self.spatial_ndim,
+            spacing=self.spacing if self.spatial_ndim == 3 else None,
             **kwargs,
         )
         return res.labels
@@ -232,7 +234,14 @@ class BlockPredictor:
         x = window[..., 0] if window.shape[-1] == 1 else window
         if isinstance(model, unet.LoadedUNet):
             want = "semantic" if output == "semantic" else "instance"
-            res = unet.predict_unet(x, model, output=want, diameter=p.get("diameter"), **inputs)
+            res = unet.predict_unet(
+                x,
+                model,
+                output=want,
+                diameter=p.get("diameter"),
+                spacing=self.spacing if self.spatial_ndim == 3 else None,
+                **inputs,
+            )
             if output == "semantic" or model.task == "instance":
                 return res.labels
             classes = np.asarray(res.labels)
@@ -323,6 +332,7 @@ def segment_model_blockwise(
     channel_axis: int | None = None,
     channel: int = 0,
     spatial_ndim: int = 2,
+    spacing: Any = None,
     progress: ProgressCallback | None = None,
     cancel: Any = None,
 ) -> ModelBlockwiseResult:
@@ -351,6 +361,9 @@ def segment_model_blockwise(
         The zarr array to write (default a temporary folder).
     rgb, channel_axis, channel, spatial_ndim
         How to read the image, as the method.
+    spacing : sequence of float, optional
+        Voxel size ``(z, y, x)`` of a z-stack segmented as volumes (napari's layer scale), as
+        the method takes it; the diameter is then in pixels of the last axis.
     progress, cancel
         See :func:`napari_segkit.algorithms.blockwise.segment_blockwise`.
 
@@ -390,7 +403,14 @@ def segment_model_blockwise(
         raise ValueError("spatial_ndim=3 needs a z-stack (Z, Y, X)")
     lead = tuple(int(n) for n in chans.shape[: chans.ndim - 1 - sn])
     planes = list(np.ndindex(*lead))
-    predictor = BlockPredictor(method, dict(p), {}, sn, rgb_flag, int(channel))
+    if spacing is not None and sn == 3:
+        from .unet import relative_spacing
+
+        spacing = tuple(float(v) for v in np.atleast_1d(spacing))
+        relative_spacing(spacing, 3)  # checked: three positive numbers
+    else:
+        spacing = None
+    predictor = BlockPredictor(method, dict(p), {}, sn, rgb_flag, int(channel), spacing)
     messages: list[str] = []
 
     own_client = None
@@ -485,7 +505,7 @@ def _estimate(method: str, model: Any, crop: np.ndarray, pred: BlockPredictor, p
             crop if color else crop[..., 0],
             model,
             rgb=color,
-            spatial_ndim=2 if pred.spatial_ndim == 2 else 3,
+            spatial_ndim=2 if pred.spatial_ndim == 2 else 3,  # planes: xy pixels
             **kwargs,
         )
     from . import unet
@@ -496,6 +516,7 @@ def _estimate(method: str, model: Any, crop: np.ndarray, pred: BlockPredictor, p
         crop[..., 0] if crop.shape[-1] == 1 else crop,
         model,
         spatial_ndim=pred.spatial_ndim,
+        spacing=pred.spacing,
         tile_size=p.get("tile_size", 1024),
         tile_overlap=p.get("tile_overlap", 64),
         batch_size=p.get("batch_size", 4),

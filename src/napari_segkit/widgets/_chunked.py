@@ -122,6 +122,7 @@ def _model_compute(spec: Any, method_params: dict) -> Callable:
             channel_axis=inp.channel_axis,
             channel=inp.channel,
             spatial_ndim=inp.spatial_ndim,
+            spacing=inp.spacing,
         )
         n = _max_label(res.labels) if res.kind == "instance" else 0
         result = ChunkedResult(
