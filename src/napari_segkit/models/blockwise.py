@@ -193,18 +193,8 @@ class BlockPredictor:
     def _maskrcnn(self, window: np.ndarray, model: Any) -> np.ndarray:
         from . import maskrcnn as mr
 
-        keys = (
-            "score_threshold",
-            "mask_threshold",
-            "max_detections",
-            "classes",
-            "half",
-            "tile_size",
-            "tile_overlap",
-            "batch_size",
-            "nms_threshold",
-        )
-        kwargs = {k: self.params[k] for k in keys if k in self.params}
+        # the prediction keywords (those the size estimate passes on too)
+        kwargs = {k: self.params[k] for k in mr._ESTIMATE_KEYS if k in self.params}
         color = window.shape[-1] == 3
         res = mr.predict_instances.__wrapped__(
             window if color else window[..., 0],
