@@ -1441,7 +1441,7 @@ def segment_chunked(
     --------
     >>> import numpy as np
     >>> from napari_segkit.algorithms.threshold import threshold_segment
-    >>> img = np.zeros((64, 64), np.uint8); img[10:50, 20:30] = 200; img[5:9, 5:60] = 180
+    >>> img = np.zeros((64, 64), np.uint8); img[10:50, 20:30] = 200; img[1:5, 5:60] = 180
     >>> params = {"method": "otsu", "min_size": 0, "split_touching": False}
     >>> lab = segment_chunked(img, "threshold", params, chunk=16)
     >>> int(lab.max().compute()), int(threshold_segment(img, **params).max())
@@ -1503,6 +1503,8 @@ def segment_chunked(
                 sizes = tuple(_axis_chunks(n, side, depth) for n in shape)
                 grid = _Grid(shape, sizes)
                 plane = plane.rechunk(sizes)
+                if method == "threshold" and p.get("output") == "objects" and p["smoothing"]:
+                    plane = _smoothed(plane, float(p["smoothing"]))
                 code_path = work / "code.zarr"
                 _create_zarr(code_path, shape, (side,) * sn, np.uint8)
                 run = _run_threshold if method == "threshold" else _run_edges
@@ -1513,6 +1515,21 @@ def segment_chunked(
         runner.close()
         shutil.rmtree(work, ignore_errors=True)
     return da.from_zarr(str(out_path))
+
+
+def _smoothed(plane: Any, sigma: float) -> Any:
+    """The threshold's Gaussian smoothing of a dask plane, block by block: each block reads the
+    blur's reach around it and keeps its core, so it equals the whole plane's blur (scipy's
+    reflection at the image's own borders; ``boundary='none'`` adds nothing there)."""
+    from .threshold import gaussian_smooth
+
+    reach = _gauss_reach(sigma)
+    if min(min(c) for c in plane.chunks) < reach:  # every block must hold the reach
+        plane = plane.rechunk(tuple(max(reach, max(c)) for c in plane.chunks))
+    dtype = gaussian_smooth(np.zeros((1,) * plane.ndim, plane.dtype), sigma).dtype
+    return plane.map_overlap(
+        gaussian_smooth, depth=reach, boundary="none", sigma=sigma, dtype=dtype
+    )
 
 
 def _prepare_out(out: Any, overwrite: bool) -> Path:
