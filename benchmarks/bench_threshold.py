@@ -94,9 +94,9 @@ def make_image(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def run_case(name: str, image: np.ndarray, spatial_ndim: int, repeat: int) -> dict:
-    # the bare pipeline's steps only: no minimum size, hole filling or splitting (the widget's
-    # defaults add those; they have no scikit-image one-liner to compare with)
-    plain = dict(min_size=0, fill_holes=False, split_touching=False, connectivity=1)
+    # the bare pipeline's steps only: no smoothing, minimum size, hole filling or splitting (the
+    # widget's defaults add those; they have no scikit-image one-liner to compare with)
+    plain = dict(smoothing=0, min_size=0, fill_holes=False, split_touching=False, connectivity=1)
     ours = lambda: threshold_segment(  # noqa: E731
         image, method="otsu", spatial_ndim=spatial_ndim, **plain
     )
