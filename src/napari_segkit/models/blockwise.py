@@ -393,13 +393,9 @@ def segment_model_blockwise(
         raise ValueError("spatial_ndim=3 needs a z-stack (Z, Y, X)")
     lead = tuple(int(n) for n in chans.shape[: chans.ndim - 1 - sn])
     planes = list(np.ndindex(*lead))
-    if spacing is not None and sn == 3:
-        from .unet import relative_spacing
+    from .tiling import check_spacing
 
-        spacing = tuple(float(v) for v in np.atleast_1d(spacing))
-        relative_spacing(spacing, 3)  # checked: three positive numbers
-    else:
-        spacing = None
+    spacing = check_spacing(spacing, 3) if sn == 3 else None
     predictor = BlockPredictor(method, dict(p), {}, sn, rgb_flag, int(channel), spacing)
     messages: list[str] = []
 

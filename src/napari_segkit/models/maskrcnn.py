@@ -57,6 +57,7 @@ from .devices import AUTOTUNE_TILES, configure_cudnn, resolve_device
 from .devices import use_half as half_on_device
 from .normalize import normalization_range
 from .paste import paste_masks, paste_scores
+from .tiling import check_spacing
 from .weights import SHIPPED_MODELS as _SHIPPED
 from .weights import (
     WeightsUnavailableError,  # noqa: F401  (raised by load_model; kept importable from here)
@@ -578,7 +579,7 @@ def predict_instances(
         raise ValueError(
             f"spatial_ndim=3 needs a z-stack (Z, Y, X); got a single plane of shape {image.shape}"
         )
-    spacing = _check_spacing(spacing, spatial_ndim)
+    spacing = check_spacing(spacing, spatial_ndim)
     if diameter is not None and diameter > max(ny, nx):
         raise ValueError(
             f"diameter={diameter:g} pixels is larger than the image ({ny} x {nx} pixels)"
@@ -1002,18 +1003,6 @@ def _channels(image: Any, rgb: bool | None, channel_axis: int | None, channel: i
             raise ValueError(f"channel={channel} is out of range for {n_chan} channels")
         chans = chans[..., channel : channel + 1 if channel != -1 else None]
     return chans
-
-
-def _check_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
-    if spacing is None:
-        return None
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}") from None
-    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}")
-    return values
 
 
 def resize_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -687,7 +687,7 @@ class _Runner:
         half: bool,
     ) -> _Runner:
         from .devices import use_half
-        from .tiling import TiledPredictor, check_tiling
+        from .tiling import TiledPredictor, check_tiling, relative_spacing
 
         image = check_image(image)
         if rgb is None:
@@ -898,14 +898,7 @@ def predict_unet(
         batch_size=batch_size,
         half=half,
     )
-    model, chans, sp, lead, block_shape, aniso = (
-        r.model,
-        r.chans,
-        r.sp,
-        r.lead,
-        r.block_shape,
-        r.aniso,
-    )
+    model, sp, lead, block_shape, aniso = r.model, r.sp, r.lead, r.block_shape, r.aniso
     seed_threshold = model.watershed_threshold("seed_threshold", seed_threshold)
     distance_threshold = model.watershed_threshold("distance_threshold", distance_threshold)
     if wanted is not None and wanted > max(block_shape):
@@ -980,17 +973,7 @@ def predict_unet(
             d_used, scale = wanted, obj_d / wanted
         else:
             est, first, note = _estimate_diameter(
-                chans,
-                lead,
-                sp,
-                model,
-                all_blocks,
-                run,
-                n_tiles,
-                total,
-                seed_threshold,
-                distance_threshold,
-                aniso,
+                r, all_blocks, total, seed_threshold, distance_threshold
             )
             messages.append(note)
             if est is not None:
@@ -1180,17 +1163,11 @@ def estimate_unet_diameter(
         return None, "the model has no object_diameter: not rescaled"
     with model.lock, torch.inference_mode():
         est, _, note = _estimate_diameter(
-            r.chans,
-            r.lead,
-            r.sp,
-            model,
+            r,
             list(np.ndindex(*r.lead)),
-            r.run,
-            r.n_tiles,
             [0],
             model.watershed_threshold("seed_threshold", seed_threshold),
             model.watershed_threshold("distance_threshold", distance_threshold),
-            r.aniso,
         )
     if est is None:
         return None, note
@@ -1207,26 +1184,19 @@ ESTIMATE_PASSES = 4
 
 
 def _estimate_diameter(
-    chans: Any,
-    lead: tuple[int, ...],
-    sp: int,
-    model: LoadedUNet,
+    r: _Runner,
     all_blocks: list[tuple],
-    run: Any,
-    n_tiles: Any,
     total: list[int],
     seed_threshold: float,
     distance_threshold: float,
-    aniso: tuple[float, ...] = (1.0, 1.0),
 ) -> tuple[float | None, dict[tuple, np.ndarray], str]:
-    """The objects' diameter in ``chans``: a classical first guess, refined by the model itself.
+    """The objects' diameter in the runner's image: a classical first guess, refined by the model.
 
     :func:`napari_segkit.algorithms.size.consistent_diameter` searches for the scale at which the
     model's objects have the size it was shown at (on at most 4 blocks, cropped around their
     centre). Returns the diameter (None if no object was found), the maps of the last pass if it
     covered every block uncropped at exactly that diameter (reused, no second pass), and a
-    message for the user. ``aniso``: the voxel size relative to the last axis; diameters are in
-    pixels of the last axis.
+    message for the user. Diameters are in pixels of the last axis (the runner's voxel spacing).
     """
     from ..algorithms.size import (
         central_crop,
@@ -1234,6 +1204,9 @@ def _estimate_diameter(
         equivalent_diameters,
         estimate_diameter,
     )
+
+    chans, lead, sp, model, aniso = r.chans, r.lead, r.sp, r.model, r.aniso
+    run, n_tiles = r.run, r.n_tiles
 
     obj_d = float(model.object_diameter)
     lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
@@ -1319,29 +1292,6 @@ def _min_size(
     if aniso is not None:
         typical /= float(np.prod(list(aniso)[-ndim:]))
     return max(4, int(0.1 * typical))
-
-
-def relative_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
-    """Pixel (voxel) size per axis relative to the last axis (all 1.0 for ``None``).
-
-    Examples
-    --------
-    >>> relative_spacing((2.0, 0.5, 0.5), 3)
-    (4.0, 1.0, 1.0)
-    >>> relative_spacing(None, 2)
-    (1.0, 1.0)
-    """
-    if spacing is None:
-        return (1.0,) * ndim
-    try:
-        values = tuple(float(v) for v in np.atleast_1d(spacing))
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}") from None
-    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(
-            f"spacing must be {ndim} positive numbers (one per spatial axis); got {spacing!r}"
-        )
-    return tuple(v / values[-1] for v in values)
 
 
 def _class_dtype(n_classes: int) -> Any:
