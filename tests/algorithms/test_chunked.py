@@ -244,3 +244,18 @@ def test_local_cluster(nuclei):
         expected = edge_segment(nuclei, filter="sobel")
         got = segment_chunked(nuclei, "edges", {"filter": "sobel"}, chunk=48, scheduler=client)
         assert_same_objects(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spatial_ndim"),
+    [((2 * CHUNK + 2, 40), 2), ((3, 80, 70), 3)],
+)
+def test_smoothing_with_blocks_thinner_than_its_reach(shape, spatial_ndim):
+    """The threshold's smoothing (1 px: a 4-pixel reach) on a last block 2 px thin and on a
+    3-plane volume: blocks stay aligned with the grid and the result equals in memory."""
+    rng = np.random.default_rng(0)
+    img = (rng.random(shape) * 50).astype(np.uint16)
+    img[..., 10:30, 5:25] += 400
+    img[..., -3:, :] += 400  # an object in the thin last rows
+    got = segment_chunked(img, "threshold", NOSPLIT, chunk=CHUNK, spatial_ndim=spatial_ndim)
+    assert_same_objects(got, threshold_segment(img, spatial_ndim=spatial_ndim, **NOSPLIT))

@@ -1497,14 +1497,20 @@ def segment_chunked(
             _kmeans_chunked(runner, chans, side, depth, p, rgb, sn, str(out_path), spatial)
         else:
             offset = 0
+            # the threshold's smoothing: blocks at least its reach wide (a thinner last block
+            # joins the one before), blurred with that reach read around them
+            blur = (
+                float(p["smoothing"]) if method == "threshold" and p["output"] == "objects" else 0.0
+            )
+            thinnest = max(depth, _gauss_reach(blur))
             for idx in np.ndindex(*lead):
                 plane = grey[idx] if idx else grey
                 shape = tuple(plane.shape)
-                sizes = tuple(_axis_chunks(n, side, depth) for n in shape)
+                sizes = tuple(_axis_chunks(n, side, thinnest) for n in shape)
                 grid = _Grid(shape, sizes)
                 plane = plane.rechunk(sizes)
-                if method == "threshold" and p.get("output") == "objects" and p["smoothing"]:
-                    plane = _smoothed(plane, float(p["smoothing"]))
+                if blur:
+                    plane = _smoothed(plane, blur)
                 code_path = work / "code.zarr"
                 _create_zarr(code_path, shape, (side,) * sn, np.uint8)
                 run = _run_threshold if method == "threshold" else _run_edges
@@ -1520,15 +1526,21 @@ def segment_chunked(
 def _smoothed(plane: Any, sigma: float) -> Any:
     """The threshold's Gaussian smoothing of a dask plane, block by block: each block reads the
     blur's reach around it and keeps its core, so it equals the whole plane's blur (scipy's
-    reflection at the image's own borders; ``boundary='none'`` adds nothing there)."""
+    reflection at the image's own borders; ``boundary='none'`` adds nothing there). The blocks
+    keep their sizes (at least the reach wide where an axis has several, see
+    :func:`_axis_chunks`); an axis of one block needs no overlap."""
     from .threshold import gaussian_smooth
 
     reach = _gauss_reach(sigma)
-    if min(min(c) for c in plane.chunks) < reach:  # every block must hold the reach
-        plane = plane.rechunk(tuple(max(reach, max(c)) for c in plane.chunks))
+    depth = {ax: reach if len(c) > 1 else 0 for ax, c in enumerate(plane.chunks)}
     dtype = gaussian_smooth(np.zeros((1,) * plane.ndim, plane.dtype), sigma).dtype
     return plane.map_overlap(
-        gaussian_smooth, depth=reach, boundary="none", sigma=sigma, dtype=dtype
+        gaussian_smooth,
+        depth=depth,
+        boundary="none",
+        sigma=sigma,
+        dtype=dtype,
+        allow_rechunk=False,
     )
 
 
