@@ -284,13 +284,14 @@ def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def parse_spacing(text: str) -> tuple[float, float, float]:
     """``"2,0.5,0.5"`` -> ``(2.0, 0.5, 0.5)``: three positive numbers."""
+    from .models.tiling import check_spacing  # numpy only; torch stays unimported
+
     try:
-        values = tuple(float(v) for v in text.split(","))
+        return check_spacing(text.split(","), 3)
     except ValueError:
-        values = ()
-    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected three positive numbers Z,Y,X; got {text!r}")
-    return values
+        raise argparse.ArgumentTypeError(
+            f"expected three positive numbers Z,Y,X; got {text!r}"
+        ) from None
 
 
 def parse_setting(text: str) -> tuple[str, object]:
