@@ -15,7 +15,7 @@ Instances are stitched in three passes over the blocks:
    window are kept (a temporary array per block);
 2. **match**: owned objects of neighbouring blocks (faces, edges and corners) that overlap with
    an IoU of at least ``iou`` within the overlap of the two windows are the same object
-   (union-find); every set gets one ID, numbered in block order then in the predictor's label
+   (connected components of the matches); every set gets one ID, numbered in block order then in the predictor's label
    order, so the IDs do not depend on the order in which the blocks ran;
 3. **paint**: each block's core is painted with its own objects first, then with the objects of
    its neighbours that reach into it (in a fixed order).
@@ -192,24 +192,26 @@ def _paint_block(sources: list, core_global: tuple, out_path: str, out_region: t
     _write(out_path, out_region, result)
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
+def _joined_ids(total: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """IDs 1.. of ``total`` objects (keys 0..total-1) where each pair is one object: the
+    connected components of the pairs, numbered in the order of their smallest key (block
+    order, whatever order the pairs came in), as :func:`~napari_segkit.algorithms.chunked._join`
+    joins components across block faces.
 
-    def find(self, x: int) -> int:
-        p = self.parent
-        root = x
-        while p[root] != root:
-            root = int(p[root])
-        while p[x] != root:
-            p[x], x = root, int(p[x])
-        return root
+    Examples
+    --------
+    >>> _joined_ids(5, [(4, 1), (2, 3)])
+    array([1, 2, 3, 3, 2])
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # the smaller key is the root: IDs follow block order
-            lo, hi = (ra, rb) if ra < rb else (rb, ra)
-            self.parent[hi] = lo
+    if total == 0:
+        return np.zeros(0, np.int64)
+    p = np.asarray(pairs, np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(p), np.int8), (p[:, 0], p[:, 1])), shape=(total, total))
+    _, comp = connected_components(graph, directed=False)
+    return comp.astype(np.int64) + 1
 
 
 def _neighbour_offsets(sn: int) -> list[tuple[int, ...]]:
@@ -407,19 +409,12 @@ def segment_blockwise(
                     if n > b
                 ]
                 tasks.append(_delayed(_match_block, jobs, float(iou)))
-        uf = _UnionFind(total)
-        for found in runner.run(tasks):
-            for key_a, la, key_b, lb in found:
-                uf.union(base[key_a] + la - 1, base[key_b] + lb - 1)
-        ids = np.zeros(total, np.int64)
-        next_id = 0
-        for x in range(total):
-            root = uf.find(x)
-            if root == x:
-                next_id += 1
-                ids[x] = next_id
-            else:
-                ids[x] = ids[root]
+        pairs = [
+            (base[key_a] + la - 1, base[key_b] + lb - 1)
+            for found in runner.run(tasks)
+            for key_a, la, key_b, lb in found
+        ]
+        ids = _joined_ids(total, pairs)
         luts = {}
         for key, k in zip(keys, counts, strict=True):
             luts[key] = np.concatenate([[0], ids[base[key] : base[key] + int(k)]]).astype(np.int32)
