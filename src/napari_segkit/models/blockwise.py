@@ -284,13 +284,6 @@ def _norm_view(method: str, model: Any, chans: Any, rgb: bool, channel: int) -> 
     return lambda block: block
 
 
-def _model_params(method: str, params: dict | None) -> dict:
-    from .. import params as registry
-
-    spec = registry.get(method)
-    return spec.split(spec.validate(dict(params or {})))[0]
-
-
 def _default_chunk(sn: int, params: dict, diameter: float | None, halo: int, obj_d: Any) -> int:
     """A block side whose window holds a whole number of the model's tiles (2 per axis in 2D,
     1 in 3D), at the scale the model runs at."""
@@ -368,7 +361,7 @@ def segment_model_blockwise(
         the method itself raises.
     """
     from ..algorithms.blockwise import halo_for_diameter, segment_blockwise
-    from ..algorithms.chunked import _as_dask, blockwise_problem
+    from ..algorithms.chunked import _as_dask, _full_params, blockwise_problem
     from ..algorithms.image import spatial_ndim_for, to_channels_last
     from ..algorithms.size import central_crop
     from .normalize import fixed_range, strided_sample
@@ -376,7 +369,7 @@ def segment_model_blockwise(
     problem = blockwise_problem(method, params)
     if problem:
         raise ValueError(problem)
-    p = _model_params(method, params)
+    p = _full_params(method, params)
     arr = _as_dask(image)
     if method == "maskrcnn":
         from . import maskrcnn as mr
