@@ -52,6 +52,36 @@ def test_touching_disks_are_separated():
     assert score["tp"] == 3 and score["fp"] == 0, score
 
 
+@pytest.mark.parametrize(
+    ("shape", "centres"),
+    [
+        ((60, 120), [(30, 20), (30, 38), (30, 70), (15, 100), (45, 100), (10, 60)]),
+        ((30, 40, 90), [(15, 20, 12), (15, 20, 28), (15, 20, 50), (15, 20, 75)]),
+    ],
+)
+def test_only_shared_components_are_flooded_with_the_same_result(shape, centres):
+    """Components with one seed are taken whole and only those with several are flooded: the
+    labels of one plain watershed over the whole foreground."""
+    from skimage.segmentation import watershed
+
+    lab = _disks(shape, centres, 10 if len(shape) == 2 else 8)  # touching pairs and loners
+    interior, boundary, dist = _perfect_maps(lab)
+    rng = np.random.default_rng(1)  # continuous heights: no ties for the queue to break
+    dist = dist + 0.01 * ndi.gaussian_filter(rng.random(shape), 1).astype(np.float32)
+    out = instances_from_maps(interior, boundary, dist, min_size=0)
+    fg = (interior + boundary) > 0.5
+    st = ndi.generate_binary_structure(len(shape), 1)
+    markers, n = ndi.label(fg & (interior > 0.5) & (dist > 0.4), st)
+    ref = watershed(-dist, markers, mask=fg, connectivity=1)
+    # both kinds of component are there: one seed (taken whole) and several (flooded)
+    comps = ndi.label(fg, st)[0]
+    pairs = np.unique(np.stack([comps[markers > 0], markers[markers > 0]]), axis=1)
+    seeds_per_comp = np.bincount(pairs[0])[1:]
+    assert (seeds_per_comp == 1).any() and (seeds_per_comp >= 2).any()
+    np.testing.assert_array_equal(out, ref)
+    assert match_instances(out, lab).f1 == 1.0
+
+
 def test_3d_and_spacing_without_distance():
     lab = _disks((20, 40, 40), [(10, 20, 12), (10, 20, 28)], 8)
     interior, boundary, dist = _perfect_maps(lab)

@@ -60,13 +60,14 @@ def object_table(labels: np.ndarray) -> dict[str, np.ndarray]:
             table[f"bbox_{n}1"] = np.zeros(0, np.int64)
         return table
     flat = labels.reshape(-1)
+    at = np.flatnonzero(flat)  # the objects' pixels only: background is most of an image
+    inside = flat[at]
     size = int(ids.max()) + 1
-    area = np.bincount(flat, minlength=size)
+    area = np.bincount(inside, minlength=size)
     table["area"] = area[ids].astype(np.int64)
-    coords = np.indices(labels.shape, sparse=True)
+    coords = np.unravel_index(at, labels.shape)
     for axis, n in enumerate(names):
-        grid = np.broadcast_to(coords[axis], labels.shape).reshape(-1)
-        sums = np.bincount(flat, weights=grid, minlength=size)
+        sums = np.bincount(inside, weights=coords[axis], minlength=size)
         table[f"centroid_{n}"] = sums[ids] / np.maximum(area[ids], 1)
     present = [slices[i - 1] for i in ids]
     for axis, n in enumerate(names):
