@@ -76,6 +76,20 @@ def test_semantic_output_of_an_instance_model(tiny):
     assert res.table["area"][1] == (res.labels == 1).sum()
 
 
+@pytest.mark.parametrize("output", ["semantic", "instance"])
+def test_maps_reduced_on_the_device_equal_the_whole_maps(tiny, output):
+    """Without probabilities only what the output needs leaves the device (the classes; the
+    maps but the background): the same labels and table as from the whole maps."""
+    img, _ = synthetic_nuclei((2, 96, 96), n_nuclei=12, radius=(4, 8), seed=6)
+    kw = dict(output=output, diameter=DIAMETER)
+    whole = unet.predict_unet(img, tiny, return_probabilities=True, **kw)
+    reduced = unet.predict_unet(img, tiny, **kw)
+    assert reduced.probabilities is None and reduced.labels.max() > 0
+    np.testing.assert_array_equal(reduced.labels, whole.labels)
+    for k in whole.table:
+        np.testing.assert_array_equal(reduced.table[k], whole.table[k])
+
+
 # ---- tiling ----------------------------------------------------------------------------------
 
 
@@ -316,6 +330,8 @@ def test_semantic_unet_classes_and_instances(tmp_path):
     assert sem.labels.dtype == np.uint8 and sem.labels.shape == (64, 80)
     np.testing.assert_array_equal(sem.labels, sem.probabilities.argmax(-1))
     np.testing.assert_allclose(sem.probabilities.sum(-1), 1, atol=1e-4)
+    alone = unet.predict_unet(rgb, model, output="semantic")  # classes taken on the device
+    np.testing.assert_array_equal(alone.labels, sem.labels)
     inst = unet.predict_unet(rgb, model, output="instance", min_size=0)
     # every region of one class is one object with that class
     for i, c in zip(inst.table["label"], inst.table["class_id"], strict=True):

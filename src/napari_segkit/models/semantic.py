@@ -373,7 +373,7 @@ def predict_semantic(
 
     from . import unet
     from .devices import AUTOTUNE_TILES, configure_cudnn, use_half
-    from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps
+    from .tiling import TiledPredictor, check_tiling, count_tiles, dense_maps, pixel_classes
 
     image = check_image(image)
     if not isinstance(model, LoadedSemantic | unet.LoadedUNet):
@@ -461,10 +461,14 @@ def predict_semantic(
             device=dev,
             blocks=blocks,
             on_batch=on_batch,
+            # without probabilities only the classes leave the device
+            reduce=None if probs is not None else (lambda m: pixel_classes(m, n)),
         ):
-            labels[b] = np.argmax(maps, axis=0)
             if probs is not None:
+                labels[b] = np.argmax(maps, axis=0)
                 probs[b] = np.moveaxis(maps, 0, -1)
+            else:
+                labels[b] = maps[0]
     counts = np.bincount(labels.ravel(), minlength=n)[:n]
     table = {
         "label": np.arange(n, dtype=np.int64),

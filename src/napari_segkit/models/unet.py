@@ -737,7 +737,7 @@ class _Runner:
         """The resize factor along each of the network's axes for an xy ``scale``."""
         return tuple(float(scale) * a for a in self.aniso[self.sp - self.model.ndim :])
 
-    def run(self, blocks: list, scale: float, source: Any = None) -> Any:
+    def run(self, blocks: list, scale: float, source: Any = None, reduce: Any = None) -> Any:
         from .tiling import dense_maps
 
         return dense_maps(
@@ -750,6 +750,7 @@ class _Runner:
             scale=self.factors(scale),
             blocks=blocks,
             on_batch=self.on_batch,
+            reduce=reduce,
         )
 
     def n_tiles(self, n_blocks: int, scale: float, shape: Sequence[int] | None = None) -> int:
@@ -920,23 +921,34 @@ def predict_unet(
         map_names = list(model.class_names)
         class_names = list(model.class_names)
 
-    def postprocess(maps: np.ndarray, d_used: float | None) -> tuple[np.ndarray, dict]:
+    # what the CPU needs of the maps, taken on the device (less to copy, less CPU work): the
+    # class of every pixel for semantic output; the maps without the background for objects
+    reduce = None
+    if not return_probabilities and (output == "semantic" or model.task == "instance"):
+        reduce = _reducer(model.task, output, len(class_names))
+
+    def postprocess(
+        maps: np.ndarray, d_used: float | None, reduced: bool = False
+    ) -> tuple[np.ndarray, dict]:
         if output == "semantic":
-            if model.task == "instance":
+            if reduced:
+                lab = maps[0]
+            elif model.task == "instance":
                 lab = ((maps[1] + maps[2]) > 0.5).astype(np.uint8)
             else:
                 lab = np.argmax(maps, axis=0)
             return lab, {}
         if model.task == "instance":
+            interior, boundary, distance = maps[0:3] if reduced else maps[1:4]
             lab = ws.instances_from_maps(
-                maps[1],
-                maps[2],
-                maps[3],
+                interior,
+                boundary,
+                distance,
                 min_size=_min_size(min_size, d_used, maps.ndim - 1, aniso),
                 seed_threshold=seed_threshold,
                 distance_threshold=distance_threshold,
             )
-            return lab, ws.objects_table(lab, maps[1], class_names=class_names)
+            return lab, ws.objects_table(lab, interior, class_names=class_names)
         from ..algorithms.panoptic import things_from_classes
 
         classes = np.argmax(maps, axis=0)
@@ -1014,10 +1026,12 @@ def predict_unet(
         rows: list[dict[str, np.ndarray]] = []
         offset = 0
 
-        if first:  # the last estimating pass covered every block at this scale
+        if first:  # the last estimating pass covered every block at this scale (whole maps)
             source = ((b, first.pop(b)) for b in all_blocks)
+            reduced = False
         else:
-            source = run(todo, scale)
+            source = run(todo, scale, reduce=reduce)
+            reduced = reduce is not None
 
         def publish(b: tuple, maps: np.ndarray, lab: np.ndarray, table: dict) -> None:
             nonlocal offset
@@ -1046,13 +1060,13 @@ def predict_unet(
         threads = n_threads(len(all_blocks))
         if threads <= 1:
             for b, maps in source:
-                publish(b, maps, *postprocess(maps, d_used))
+                publish(b, maps, *postprocess(maps, d_used, reduced))
         else:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 waiting: deque = deque()
                 try:
                     for b, maps in source:
-                        waiting.append((b, maps, pool.submit(postprocess, maps, d_used)))
+                        waiting.append((b, maps, pool.submit(postprocess, maps, d_used, reduced)))
                         while len(waiting) > 2 * threads or (waiting and waiting[0][2].done()):
                             b0, maps0, fut = waiting.popleft()
                             publish(b0, maps0, *fut.result())
@@ -1265,6 +1279,25 @@ def _estimate_diameter(
         f"model's {obj_d:g} px): scale {obj_d / d:.3g}"
     )
     return d, kept.get(d, {}), note
+
+
+def _reducer(task: str, output: str, n_classes: int) -> Any:
+    """What :func:`predict_unet` keeps of a unit's maps ``(n_out, *spatial)`` on the device:
+    semantic output, the class of every pixel (uint8, or int32 past 256 classes; an instance
+    model: foreground, interior + boundary above 0.5); objects of an instance model, the
+    interior, boundary and distance maps (the background one is not needed)."""
+    import torch
+
+    from .tiling import pixel_classes
+
+    def reduce(maps: Any) -> Any:
+        if output == "semantic":
+            if task == "instance":
+                return ((maps[1] + maps[2]) > 0.5).to(torch.uint8)[None]
+            return pixel_classes(maps, n_classes)
+        return maps[1:4]
+
+    return reduce
 
 
 def n_threads(n_blocks: int) -> int:
