@@ -81,8 +81,10 @@ def test_auto_max_detections_follows_the_area():
 def test_tile_plan_cores_partition_the_image(shape, tile, overlap):
     plan = tile_plan(shape, tile, overlap)
     owner = np.zeros(shape, np.int32)
+    size = (plan[0].y1 - plan[0].y0, plan[0].x1 - plan[0].x0)
+    assert all(s <= min(tile, n) for s, n in zip(size, shape, strict=True))
     for t in plan:
-        assert (t.y1 - t.y0, t.x1 - t.x0) == (min(tile, shape[0]), min(tile, shape[1]))
+        assert (t.y1 - t.y0, t.x1 - t.x0) == size  # equal tiles: they batch together
         assert 0 <= t.y0 and t.y1 <= shape[0] and 0 <= t.x0 and t.x1 <= shape[1]
         cy0, cx0, cy1, cx1 = t.core
         # the core lies inside its tile, at least overlap/2 from every inner tile edge
@@ -93,6 +95,14 @@ def test_tile_plan_cores_partition_the_image(shape, tile, overlap):
             assert t.y1 - cy1 >= overlap // 2
         owner[cy0:cy1, cx0:cx1] += 1
     assert (owner == 1).all()  # every pixel has exactly one owning tile
+
+
+def test_tile_plan_shrinks_tiles_for_a_plane_a_little_larger_than_one():
+    """A 1024 image rescaled by 1.2 for the object size: 4 tiles of 650, not 4 of 1024."""
+    plan = tile_plan((1235, 1235), 1024, 64)
+    assert len(plan) == 4 and (plan[0].y1 - plan[0].y0) == 650
+    assert sum((t.y1 - t.y0) * (t.x1 - t.x0) for t in plan) < 1.4 * 1235**2
+    assert len(tile_plan((1024, 1024), 1024, 64)) == 1
 
 
 @pytest.mark.parametrize(

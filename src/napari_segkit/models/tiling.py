@@ -20,25 +20,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _axis_tiles(n: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
-    """The fewest equal tiles of at most ``tile`` that cover ``n`` with ``overlap``: size, starts.
-
-    The tiles are shrunk to cover ``n`` with no more overlap than needed (rounded up to
-    ``multiple`` where that stays within ``tile`` and ``n``) and spread evenly.
-    """
-    if n <= tile:
-        return n, [0]
-    k = math.ceil((n - overlap) / (tile - overlap))
-    size = math.ceil((n + (k - 1) * overlap) / k)
-    rounded = math.ceil(size / multiple) * multiple
-    if rounded <= min(tile, n):
-        size = rounded
-    while True:
-        starts = [(i * (n - size)) // (k - 1) for i in range(k)]
-        if all(b - a <= size - overlap for a, b in zip(starts, starts[1:], strict=False)):
-            return size, starts
-        size += 1  # integer starts lost a pixel of overlap
+from ..algorithms.instances import axis_tiles as _axis_tiles
 
 
 def check_tiling(
@@ -347,6 +329,7 @@ def dense_maps(
     scale: float | Sequence[float] = 1.0,
     blocks: Sequence[tuple[int, ...]] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    reduce: Callable[[Any], Any] | None = None,
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """Blended network output of every block (plane or volume) of a channels-last image.
 
@@ -372,11 +355,16 @@ def dense_maps(
         Indices over the leading axes (default: all, in order).
     on_batch : callable, optional
         Passed to :meth:`TiledPredictor.run`.
+    reduce : callable, optional
+        ``reduce(maps) -> (k, *spatial)`` tensor of any dtype, applied on the device to each
+        unit's maps (on the block's grid) before they are copied to the host: what the caller
+        needs of them (e.g. the class of every pixel), so less is copied and less left to the CPU.
 
     Yields
     ------
     index, maps
-        ``maps`` float32 numpy ``(n_out, *spatial)``, on the block's own grid.
+        ``maps`` numpy ``(n_out, *spatial)`` float32 (or what ``reduce`` makes of them), on the
+        block's own grid.
     """
     import torch
 
@@ -399,11 +387,22 @@ def dense_maps(
     parts: list[Any] = []
     for (b, k), maps in predictor.run(units(), on_batch):
         maps = _resize(maps[None], unit_shape)[0]
+        if reduce is not None:
+            maps = reduce(maps)
         parts.append(maps.cpu().numpy())
         if k == per_block - 1:
             out = parts[0] if per_block == 1 else np.stack(parts, axis=1)
             parts = []
             yield b, out
+
+
+def pixel_classes(maps: Any, n_classes: int) -> Any:
+    """The class of every pixel of ``maps`` ``(n_classes, *spatial)``, taken on their device (a
+    ``reduce`` for :func:`dense_maps`): ``(1, *spatial)``, uint8 (int32 past 256 classes)."""
+    import torch
+
+    cls = torch.argmax(maps, dim=0)
+    return cls.to(torch.uint8 if n_classes <= 256 else torch.int32)[None]
 
 
 def count_tiles(
