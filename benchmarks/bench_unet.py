@@ -10,9 +10,11 @@ From one run in one process, on a generated nuclei image (uint16):
 (d) ours, objects on a stack of ``--stack`` such images in one call: images per second end to
     end (the watersheds run on the CPU's threads while the GPU works on the next planes).
 
-The network is a U-Net of depth 4 and width 32 with random weights (timing only: the watershed
-sees meaningless maps, so (c)'s post-processing time is indicative). No rescaling (the model has
-no ``object_diameter``).
+The network is the shipped 2D nuclei U-Net (depth 4, width 32), run at its own object diameter
+(no rescaling), so the watershed sees real maps; ``--random`` uses random weights instead (the
+post-processing then sees meaningless maps). (e) is the post-processing of one image alone (seeded
+watershed and table, one CPU thread), the CPU work that (d) spreads over the threads; (f) is (d)
+with the automatic diameter (the default a user gets: estimated once per call, then rescaled).
 
 Usage::
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from _timing import torch_machine
 
+from napari_segkit.algorithms import watershed as ws
 from napari_segkit.datasets import synthetic_nuclei
 from napari_segkit.models import unet
 from napari_segkit.models.devices import resolve_device
@@ -60,16 +63,21 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--stack", type=int, default=None, help="images in (d) (16 GPU, 2 CPU)")
+    p.add_argument("--random", action="store_true", help="random weights, not the shipped U-Net")
     args = p.parse_args()
     dev = resolve_device(args.device)
     size = args.size or (2048 if dev.type == "cuda" else 512)
     print(f"machine: {torch_machine(dev)}")
-    torch.manual_seed(0)
-    net = unet.build_unet(depth=4, width=32)
-    model = unet._ready(
-        unet.LoadedUNet(net, net.config, "instance", ["background", "object"], {}, None, "random"),
-        dev,
-    )
+    if args.random:
+        torch.manual_seed(0)
+        net = unet.build_unet(depth=4, width=32)
+        loaded = unet.LoadedUNet(
+            net, net.config, "instance", ["background", "object"], {}, None, "random"
+        )
+    else:
+        loaded = unet.load_unet("nuclei", dev)
+    model = unet._ready(loaded, dev)
+    diameter = model.object_diameter  # the model's own size: no rescaling
     img, _ = synthetic_nuclei((size, size), n_nuclei=size * size // 1500, seed=1)
 
     def plain() -> np.ndarray:
@@ -81,7 +89,7 @@ def main() -> None:
             y = model.module(x)
         return torch.softmax(y[:, :3].float(), 1).cpu().numpy()
 
-    def ours(output: str, data=img):
+    def ours(output: str, data=img, auto: bool = False):
         return unet.predict_unet(
             data,
             model,
@@ -90,6 +98,7 @@ def main() -> None:
             tile_overlap=args.overlap,
             batch_size=args.batch,
             device=dev,
+            diameter=None if auto else diameter,
         )
 
     plain()
@@ -100,6 +109,30 @@ def main() -> None:
     n_stack = args.stack or (16 if dev.type == "cuda" else 2)
     stack = np.stack([np.roll(img, 37 * k, axis=1) for k in range(n_stack)])
     t_stack = best(lambda: ours("instance", stack), max(1, args.repeat - 1), dev)
+    t_auto = None
+    if diameter is not None:  # (f): the default a user gets, the diameter estimated per call
+        res_auto = ours("instance", stack, auto=True)
+        t_auto = best(lambda: ours("instance", stack, auto=True), max(1, args.repeat - 1), dev)
+    maps = np.moveaxis(
+        unet.predict_unet(
+            img,
+            model,
+            output="instance",
+            diameter=diameter,
+            return_probabilities=True,
+            tile_size=args.tile,
+            tile_overlap=args.overlap,
+            device=dev,
+        ).probabilities,
+        -1,
+        0,
+    )
+
+    def post() -> None:
+        lab = ws.instances_from_maps(maps[1], maps[2], maps[3], min_size=20)
+        ws.objects_table(lab, maps[1])
+
+    t_post = best(post, args.repeat, dev)
     mpx = size * size / 1e6
     print(
         f"image {size} x {size} ({mpx:.2f} Mpx), tiles {args.tile}/{args.overlap}, "
@@ -119,6 +152,13 @@ def main() -> None:
         f"({n_stack / t_stack:7.2f} images/s; {unet.n_threads(n_stack)} CPU threads for the "
         f"watersheds)"
     )
+    print(f"(e) post-processing alone, one image, one thread: {t_post:8.3f} s")
+    if t_auto is not None:
+        print(
+            f"(f) as (d) with the automatic diameter: {t_auto:8.3f} s  "
+            f"({n_stack / t_auto:7.2f} images/s; diameter used {res_auto.diameter:.1f} px, "
+            f"the model's {diameter:g})"
+        )
     if dev.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
 
