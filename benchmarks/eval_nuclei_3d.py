@@ -79,7 +79,7 @@ def pooled(results) -> dict:
 def sweep(data: dict, device) -> None:
     """Watershed thresholds on the U-Net's maps (as the widget computes them)."""
     from napari_segkit.algorithms import watershed as ws
-    from napari_segkit.models.tiling import relative_spacing
+    from napari_segkit.algorithms.image import relative_spacing
     from napari_segkit.models.unet import _min_size, predict_unet
 
     maps = {}
