@@ -267,8 +267,7 @@ def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
             default=None,
             metavar="Z,Y,X",
             help="voxel size of a z-stack, e.g. 2,0.5,0.5 (um; only the ratios count), as the "
-            "layer's scale in napari: sizes in pixels are x pixels, scaled along z (default: "
-            "cubic voxels)",
+            "layer's scale in napari; sizes in pixels are x pixels (default: cubic voxels)",
         )
     add_method_options(p, spec)
     p.add_argument(
