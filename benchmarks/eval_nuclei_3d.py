@@ -11,8 +11,9 @@ size automatic), on volumes of two generator configurations:
 
 Methods: ``unet`` (CNN widget defaults, the shipped 3D U-Net, the voxel spacing given as the
 layer's scale, as a user who sets it gets), ``unet-noscale`` (the same with napari's default
-scale 1: square voxels assumed), ``threshold`` (Threshold widget defaults, whole volume; it
-takes no spacing). AP@0.5 = TP / (TP + FP + FN) pooled over the volumes, and the mean per-volume AP@0.5.
+scale 1: square voxels assumed), ``threshold`` (Threshold widget defaults, whole volume, the
+voxel spacing given as the layer's scale), ``threshold-noscale`` (the same, square voxels
+assumed). AP@0.5 = TP / (TP + FP + FN) pooled over the volumes, and the mean per-volume AP@0.5.
 
 ``--sweep`` also scores the U-Net's watershed thresholds (seed / distance) on the maps of the
 ``train`` volumes (choose there) and prints the holdout score of each (report, not choose).
@@ -52,10 +53,19 @@ def run_unet_noscale(vol, spacing, device):
 def run_threshold(vol, spacing, device):
     from napari_segkit.algorithms.threshold import threshold_segment
 
-    return threshold_segment(vol, spatial_ndim=3), None
+    return threshold_segment(vol, spatial_ndim=3, spacing=spacing), None
 
 
-METHODS = {"unet": run_unet, "unet-noscale": run_unet_noscale, "threshold": run_threshold}
+def run_threshold_noscale(vol, spacing, device):
+    return run_threshold(vol, None, device)
+
+
+METHODS = {
+    "unet": run_unet,
+    "unet-noscale": run_unet_noscale,
+    "threshold": run_threshold,
+    "threshold-noscale": run_threshold_noscale,
+}
 
 
 def volumes(config: str, n: int, shape):
@@ -79,7 +89,7 @@ def pooled(results) -> dict:
 def sweep(data: dict, device) -> None:
     """Watershed thresholds on the U-Net's maps (as the widget computes them)."""
     from napari_segkit.algorithms import watershed as ws
-    from napari_segkit.models.tiling import relative_spacing
+    from napari_segkit.algorithms.image import relative_spacing
     from napari_segkit.models.unet import _min_size, predict_unet
 
     maps = {}
@@ -121,7 +131,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="volumes per configuration")
     ap.add_argument("--shape", default="48,128,128")
-    ap.add_argument("--methods", default="unet,unet-noscale,threshold")
+    ap.add_argument("--methods", default="unet,unet-noscale,threshold,threshold-noscale")
     ap.add_argument("--configs", default="train,holdout")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", default="nuclei", help="the U-Net (default: the shipped 3D one)")
@@ -148,7 +158,7 @@ def main(argv=None) -> None:
                 ds.append("-" if d is None else f"{d:.0f}")
             p = pooled(results)
             print(
-                f"{method:13s} {config:8s} AP@0.5 {p['ap50']:.3f} (mean per volume "
+                f"{method:17s} {config:8s} AP@0.5 {p['ap50']:.3f} (mean per volume "
                 f"{p['mean_ap50']:.3f}; tp {p['tp']} fp {p['fp']} fn {p['fn']}) "
                 f"per volume [{' '.join(per)}] diameters [{' '.join(ds)}] "
                 f"{time.perf_counter() - t0:.1f} s",

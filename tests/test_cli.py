@@ -37,6 +37,32 @@ def test_threshold_writes_the_same_labels_as_the_api(tmp_path, capsys):
     assert f"{expected.max()} label(s)" in capsys.readouterr().out
 
 
+def test_threshold_z_stack_with_spacing_equals_the_api(tmp_path, capsys):
+    from napari_segkit.datasets import realistic_nuclei_3d
+
+    vol, _, _ = realistic_nuclei_3d((24, 64, 64), config="holdout", seed=7, return_spacing=True)
+    src, out = tmp_path / "z.tif", tmp_path / "z_labels.tif"
+    tifffile.imwrite(src, vol)
+    args = ["threshold", str(src), "-o", str(out), "--overwrite"]
+    assert main([*args, "--volume", "--spacing", "1.5,0.5,0.5"]) == 0  # um: only ratios count
+    expected = threshold_segment(vol, spatial_ndim=3, spacing=(3.0, 1.0, 1.0))
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+    assert main([*args, "--volume"]) == 0
+    square = tifffile.imread(out)
+    np.testing.assert_array_equal(square, threshold_segment(vol, spatial_ndim=3))
+    assert not np.array_equal(square, expected)
+    # planes have no z spacing; a malformed one is refused by the parser
+    capsys.readouterr()
+    assert main([*args, "--stack", "planes", "--spacing", "3,1,1"]) == 2
+    assert "--spacing" in capsys.readouterr().err
+    for bad in ("3,1", "0,1,1", "-3,1,1", "nan,1,1"):
+        with pytest.raises(SystemExit):
+            main([*args, f"--spacing={bad}"])
+        assert "three positive numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a method that takes no spacing has no --spacing
+        main(["edges", str(src), "-o", str(out), "--overwrite", "--spacing", "3,1,1"])
+
+
 def test_kmeans_and_edges_rgb_and_volume(tmp_path):
     rgb = data.astronaut()[::4, ::4]
     src = tmp_path / "astro.tif"

@@ -164,6 +164,11 @@ def test_recipe_from_layer_metadata(tmp_path):
     meta["napari-segkit"]["method"] = "edges edge map"
     assert recipe_from_metadata(meta).method == "edges"
     assert recipe_from_metadata({"method": "Mask R-CNN", "params": {}}).method == "maskrcnn"
+    # a z-stack's voxel spacing (the layer's scale) is recorded but is not part of a recipe
+    spaced = {"method": "threshold", "params": {"spatial_ndim": 3, "spacing": [3.0, 1.0, 1.0]}}
+    assert (
+        recipe_from_metadata(spaced).to_dict() == make_recipe("threshold", stack="volume").to_dict()
+    )
     with pytest.raises(ValueError, match="no napari-segkit result"):
         recipe_from_metadata({"other": 1})
     path = recipe_from_metadata(meta).save(tmp_path / "r.yaml")

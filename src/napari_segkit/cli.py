@@ -267,7 +267,7 @@ def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
             default=None,
             metavar="Z,Y,X",
             help="voxel size of a z-stack, e.g. 2,0.5,0.5 (um; only the ratios count), as the "
-            "layer's scale in napari: the model sees cubic voxels (default: cubic already)",
+            "layer's scale in napari; sizes in pixels are x pixels (default: cubic voxels)",
         )
     add_method_options(p, spec)
     p.add_argument(
@@ -284,7 +284,7 @@ def add_method_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def parse_spacing(text: str) -> tuple[float, float, float]:
     """``"2,0.5,0.5"`` -> ``(2.0, 0.5, 0.5)``: three positive numbers."""
-    from .models.tiling import check_spacing  # numpy only; torch stays unimported
+    from .algorithms.image import check_spacing
 
     try:
         return check_spacing(text.split(","), 3)

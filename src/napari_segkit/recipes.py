@@ -609,8 +609,8 @@ def recipe_from_metadata(layer_metadata: Mapping[str, Any]) -> Recipe:
     """The recipe of an output layer, from its metadata (``{"napari-segkit": {...}}``).
 
     The widgets record the method, its parameters and the input options they used (``channel``,
-    ``channel_axis``, ``spatial_ndim``). Accepts the layer's whole ``metadata`` or its
-    ``"napari-segkit"`` entry.
+    ``channel_axis``, ``spatial_ndim``; ``spacing``, the layer's scale, is left out: a recipe
+    carries no spacing). Accepts the layer's whole ``metadata`` or its ``"napari-segkit"`` entry.
 
     Raises
     ------
@@ -633,6 +633,7 @@ def recipe_from_metadata(layer_metadata: Mapping[str, Any]) -> Recipe:
     recorded = dict(meta.get("params") or {})
     inputs = {k: recorded.pop(k) for k in ("channel_axis", "channel", "rgb") if k in recorded}
     spatial_ndim = recorded.pop("spatial_ndim", None)
+    recorded.pop("spacing", None)  # the layer's scale: a recipe carries none (batch reads none)
     if inputs.get("channel") is None:
         inputs.pop("channel", None)
     return make_recipe(spec.name, recorded, spatial_ndim=spatial_ndim, **inputs)

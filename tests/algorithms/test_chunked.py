@@ -112,6 +112,45 @@ def test_split_touching_block_by_block_in_3d_and_in_a_stack():
     assert_same_objects(got, expected)  # IDs unique over the stack
 
 
+@pytest.fixture(scope="module")
+def anisotropic():
+    from napari_segkit.datasets import realistic_nuclei_3d
+
+    vol, _, spacing = realistic_nuclei_3d(
+        (24, 96, 96), config="holdout", seed=2, return_spacing=True
+    )
+    return vol, spacing
+
+
+@pytest.mark.parametrize(
+    ("spacing", "params"),
+    [
+        ("true", {}),  # the widget's defaults: smoothing, split touching objects, automatic size
+        ((0.5, 1.0, 1.0), {}),  # z finer than x: the split's crop is wider in z
+        ((3.0, 1.0, 1.0), {"smoothing": 2.0, "diameter": 14.0}),
+    ],
+)
+def test_threshold_with_voxel_spacing_equals_in_memory(anisotropic, spacing, params):
+    """A z-stack with long voxels: the per-axis smoothing and the split in physical space give
+    block by block (16-voxel blocks) what they give in memory."""
+    vol, true_spacing = anisotropic
+    spacing = true_spacing if spacing == "true" else spacing
+    expected = threshold_segment(vol, spatial_ndim=3, spacing=spacing, **params)
+    square = threshold_segment(vol, spatial_ndim=3, **params)
+    assert not np.array_equal(expected > 0, square > 0)  # the spacing changes the objects
+    got = segment_chunked(vol, "threshold", params, chunk=48, spatial_ndim=3, spacing=spacing)
+    assert_same_objects(got, expected)
+
+
+def test_voxel_spacing_is_checked_block_by_block(anisotropic):
+    vol, _ = anisotropic
+    for bad in [(0, 1, 1), (1, 1), (np.nan, 1, 1)]:
+        with pytest.raises(ValueError, match="spacing"):
+            segment_chunked(vol, "threshold", NOSPLIT, chunk=48, spatial_ndim=3, spacing=bad)
+    with pytest.raises(ValueError, match="spacing: edges takes no voxel spacing"):
+        segment_chunked(vol, "edges", {}, chunk=48, spatial_ndim=3, spacing=(2, 1, 1))
+
+
 def test_threshold_multilevel_classes_and_holes():
     rng = np.random.default_rng(0)
     img = np.full((96, 90), 20, np.uint8)

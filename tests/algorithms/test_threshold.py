@@ -429,3 +429,113 @@ def test_smoothing_keeps_dtype_and_nan():
     assert lab.max() == 1 and lab[8, 8] == 0
     with pytest.raises(ValueError, match="smoothing"):
         threshold_segment(img, smoothing=-1)
+
+
+# ---- voxel spacing of z-stacks -------------------------------------------------------------------
+
+
+def _stacked_spheres(spacing_z=3.0, gap=20.0):
+    """Two spheres (radius 12 in x pixels) one above the other in a z-stack whose z steps are
+    ``spacing_z`` pixels: in voxels one squat blob, in physical space two balls and a neck."""
+    zz, yy, xx = np.mgrid[:24, :40, :40]
+    z = zz * spacing_z
+    c = 36 - gap / 2
+    top = (z - c) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 < 144
+    bottom = (z - c - gap) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 < 144
+    return (top | bottom).astype(np.float32), top, bottom
+
+
+def test_spacing_splits_touching_objects_in_physical_space():
+    img, top, bottom = _stacked_spheres()
+    for diameter in (None, 24.0):
+        assert threshold_plane(img, method="manual", value=0.5, diameter=diameter).max() == 1
+        lab = threshold_plane(
+            img, method="manual", value=0.5, diameter=diameter, spacing=(3.0, 1.0, 1.0)
+        )
+        assert lab.max() == 2
+        assert lab[top & ~bottom].min() > 0 and lab[bottom & ~top].min() > 0
+        assert len(np.unique(lab[top & ~bottom])) == 1
+        assert lab[top & ~bottom][0] != lab[bottom & ~top][0]
+    # the same through threshold_segment, in any unit: only the ratios count
+    assert threshold_segment(img, spatial_ndim=3).max() == 1
+    for spacing in [(3.0, 1.0, 1.0), (1.5, 0.5, 0.5)]:
+        assert threshold_segment(img, spatial_ndim=3, spacing=spacing).max() == 2
+
+
+def test_spacing_scales_the_smoothing_per_axis():
+    from napari_segkit.algorithms.threshold import gaussian_smooth
+
+    vol, _ = synthetic_nuclei((12, 48, 48), n_nuclei=6, radius=(5, 8), seed=1)
+    kw = dict(method="otsu", spatial_ndim=3, min_size=0, fill_holes=False, split_touching=False)
+    got = threshold_segment(vol, spacing=(4.0, 2.0, 2.0), smoothing=2.0, **kw)
+    # sigma in x pixels along x and y; half of it along z (z steps 2x the pixel size)
+    want = threshold_segment(gaussian_smooth(vol, (1.0, 2.0, 2.0)), smoothing=0, **kw)
+    np.testing.assert_array_equal(got, want)
+    isotropic = threshold_segment(gaussian_smooth(vol, 2.0), smoothing=0, **kw)
+    assert not np.array_equal(got, isotropic)
+    np.testing.assert_array_equal(threshold_segment(vol, smoothing=2.0, **kw), isotropic)
+    # square voxels: as without spacing
+    np.testing.assert_array_equal(
+        threshold_segment(vol, spacing=(0.5, 0.5, 0.5), smoothing=2.0, **kw), isotropic
+    )
+
+
+def test_gaussian_smooth_per_axis_sigma():
+    from scipy import ndimage as ndi
+
+    from napari_segkit.algorithms.threshold import gaussian_smooth
+
+    x = np.random.default_rng(0).random((6, 20, 20)).astype(np.float32)
+    np.testing.assert_allclose(
+        gaussian_smooth(x, (0.5, 2.0, 1.0)), ndi.gaussian_filter(x, (0.5, 2.0, 1.0)), rtol=1e-6
+    )
+    np.testing.assert_array_equal(gaussian_smooth(x, (0, 0, 0)), x)
+    for bad in [(1.0, 1.0), (1.0, -1.0, 1.0), (np.nan, 1.0, 1.0)]:
+        with pytest.raises(ValueError, match="sigma"):
+            gaussian_smooth(x, bad)
+
+
+def test_spacing_gives_better_objects_on_anisotropic_z_stacks():
+    """Generated 'holdout' z-stacks (z steps 2-4x the pixel size): the true spacing lifts the
+    pooled F1 of the default threshold objects from 0.25 to 0.44 (measured on these 8)."""
+    from napari_segkit.datasets import realistic_nuclei_3d
+    from napari_segkit.metrics import match_instances
+
+    counts = {"none": np.zeros(3), "spacing": np.zeros(3)}
+    for seed in range(8):
+        vol, truth, spacing = realistic_nuclei_3d(
+            (24, 64, 64), config="holdout", seed=seed, return_spacing=True
+        )
+        assert spacing[0] >= 2
+        for key, sp in (("none", None), ("spacing", spacing)):
+            r = match_instances(threshold_segment(vol, spatial_ndim=3, spacing=sp), truth)
+            counts[key] += (r.tp, r.fp, r.fn)
+    f1 = {k: 2 * tp / (2 * tp + fp + fn) for k, (tp, fp, fn) in counts.items()}
+    assert f1["spacing"] > f1["none"] + 0.15, f1
+
+
+def test_spacing_of_planes():
+    img, truth = synthetic_nuclei((64, 64), n_nuclei=8, seed=2)
+    ref = threshold_segment(img)
+    # planes take one value per axis of a plane; square pixels change nothing
+    np.testing.assert_array_equal(threshold_segment(img, spacing=(0.3, 0.3)), ref)
+    stack = np.stack([img, img])
+    np.testing.assert_array_equal(
+        threshold_segment(stack, spacing=(2.0, 2.0)), threshold_segment(stack)
+    )
+    # a z-stack's spacing for planes segmented one by one is a mistake, said as the models say it
+    with pytest.raises(ValueError, match="spacing must be 2 positive numbers"):
+        threshold_segment(stack, spatial_ndim=2, spacing=(3.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [(0, 1, 1), (-2.0, 1, 1), (np.nan, 1, 1), (np.inf, 1, 1), (1, 1), (1, 1, 1, 1), "z", 2.0],
+)
+def test_bad_spacing(bad):
+    vol = np.zeros((4, 16, 16), np.uint8)
+    vol[1:3, 4:9, 4:9] = 100
+    with pytest.raises(ValueError, match="spacing"):
+        threshold_segment(vol, spatial_ndim=3, spacing=bad)
+    with pytest.raises(ValueError, match="spacing"):
+        threshold_plane(vol, method="otsu", spacing=bad)

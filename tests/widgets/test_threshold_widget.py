@@ -156,3 +156,53 @@ def test_cancel_stops_a_stack(viewer, dock, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: not widget.running, timeout=20000)
     assert widget.status.value == "cancelled"
     assert "stack threshold" not in viewer.layers
+
+
+def _anisotropic_stack():
+    from napari_segkit.datasets import realistic_nuclei_3d
+
+    vol, _, _ = realistic_nuclei_3d((24, 64, 64), config="holdout", seed=7, return_spacing=True)
+    return vol
+
+
+def test_z_stack_uses_the_layer_scale_as_voxel_spacing(viewer, dock, errors):
+    vol = _anisotropic_stack()
+    viewer.add_image(vol, name="square")  # napari's default scale: cubic voxels
+    viewer.add_image(vol, name="long z", scale=(3.0, 1.0, 1.0))
+    widget = dock()
+    widget.image.value = viewer.layers["square"]
+    square = widget.run(blocking=True)
+    widget.image.value = viewer.layers["long z"]
+    aniso = widget.run(blocking=True)
+    assert errors == [] and square is not None and aniso is not None
+    assert square.metadata[KEY]["params"]["spatial_ndim"] == 3
+    assert "spacing" not in square.metadata[KEY]["params"]
+    assert aniso.metadata[KEY]["params"]["spacing"] == [3.0, 1.0, 1.0]
+    np.testing.assert_array_equal(aniso.scale, (3, 1, 1))
+    np.testing.assert_array_equal(square.data, threshold_segment(vol, spatial_ndim=3))
+    expected = threshold_segment(vol, spatial_ndim=3, spacing=(3.0, 1.0, 1.0))
+    np.testing.assert_array_equal(aniso.data, expected)
+    assert not np.array_equal(aniso.data, square.data)
+    # the recipe of the layer carries no spacing (recipes and batch read none)
+    from napari_segkit.recipes import recipe_from_metadata
+
+    assert recipe_from_metadata(aniso.metadata).stack == "volume"
+
+
+def test_large_dask_z_stack_block_by_block_with_the_layer_scale(viewer, dock, errors, monkeypatch):
+    from napari_segkit.widgets import _chunked
+
+    monkeypatch.setattr(_chunked.settings, "min_pixels", 10_000)
+    monkeypatch.setattr(_chunked.settings, "chunk", 48)
+    vol = _anisotropic_stack()
+    viewer.add_image(da.from_array(vol, chunks=(8, 32, 32)), name="lazy", scale=(6.0, 2.0, 2.0))
+    widget = dock()
+    layer = widget.run(blocking=True)
+    assert errors == [] and isinstance(layer.data, da.Array) and "from-zarr" in layer.data.name
+    assert layer.metadata[KEY]["params"]["spacing"] == [6.0, 2.0, 2.0]
+    lab = np.asarray(layer.data)
+    expected = threshold_segment(vol, spatial_ndim=3, spacing=(3.0, 1.0, 1.0))
+    assert not np.array_equal(expected, threshold_segment(vol, spatial_ndim=3))
+    np.testing.assert_array_equal(lab > 0, expected > 0)
+    pairs = np.unique(np.stack([lab[lab > 0], expected[lab > 0]]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]

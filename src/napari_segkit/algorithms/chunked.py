@@ -27,6 +27,9 @@ for every method where that can be done block by block:
   numbered in object order and written block by block. The automatic diameter is measured on
   the central 4096 x 4096 pixels (256**3 voxels) of the joined objects: on a smaller image, the
   whole of it, as in memory.
+- **voxel spacing** (threshold, ``spacing=``): the smoothing's sigma and reach are per axis, and
+  the split works in physical space with a crop as wide in physical units as without spacing,
+  so a z-stack with long voxels gives the in-memory result too.
 
 Not blockwise here: the edges watershed (flooding and its distance-transform seeds see the whole
 image) and Canny with ``use_quantiles`` (quantiles of the whole gradient). The model methods
@@ -1389,6 +1392,7 @@ def segment_chunked(
     channel_axis: int | None = None,
     channel: int = 0,
     spatial_ndim: int = 2,
+    spacing: Sequence[float] | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Any:
@@ -1420,6 +1424,10 @@ def segment_chunked(
     spatial_ndim : {2, 3}
         Each 2D plane on its own (2) or each 3D volume as a whole (3); IDs are unique over the
         whole stack (k-means: one model for the whole stack).
+    spacing : sequence of float, optional
+        Threshold only (the methods whose declaration has ``uses_spacing``): the pixel (voxel)
+        size of the ``spatial_ndim`` axes, as
+        :func:`~napari_segkit.algorithms.threshold.threshold_segment` takes it.
     workers : int, optional
         Threads of the local scheduler (default: one per core).
     progress : callable, optional
@@ -1434,8 +1442,9 @@ def segment_chunked(
     Raises
     ------
     ValueError
-        An unknown method, a parameter that is not blockwise, a bad chunk, overlap or scheduler,
-        an existing ``out`` without ``overwrite``.
+        An unknown method, a parameter that is not blockwise, a bad chunk, overlap, scheduler or
+        spacing (or a spacing for a method that takes none), an existing ``out`` without
+        ``overwrite``.
 
     Examples
     --------
@@ -1462,6 +1471,8 @@ def segment_chunked(
         raise ValueError(problem)
     spec = registry.get(method)
     p = spec.split(spec.validate(dict(params or {})))[0]
+    if spacing is not None and not spec.uses_spacing:
+        raise ValueError(f"spacing: {method} takes no voxel spacing (leave spacing=None)")
     arr = _as_dask(image)
     if method == "kmeans":
         from .image import guess_rgb
@@ -1477,6 +1488,11 @@ def segment_chunked(
         sn = spatial_ndim_for(len(spatial), spatial_ndim)
         if method == "edges" and sn == 3 and len(spatial) < 3:
             sn = 2
+    rel = None
+    if method == "threshold":
+        from .threshold import _relative_spacing
+
+        rel = _relative_spacing(spacing, len(spatial), spatial_ndim)
     side = _chunk_side(chunk, sn)
     need = method_overlap(method, p)
     depth = need if overlap is None else overlap
@@ -1502,7 +1518,8 @@ def segment_chunked(
             blur = (
                 float(p["smoothing"]) if method == "threshold" and p["output"] == "objects" else 0.0
             )
-            thinnest = max(depth, _gauss_reach(blur))
+            sigma = blur if rel is None or not blur else tuple(blur / r for r in rel)
+            thinnest = max([depth] + [_gauss_reach(v) for v in np.atleast_1d(sigma)])
             for idx in np.ndindex(*lead):
                 plane = grey[idx] if idx else grey
                 shape = tuple(plane.shape)
@@ -1510,29 +1527,33 @@ def segment_chunked(
                 grid = _Grid(shape, sizes)
                 plane = plane.rechunk(sizes)
                 if blur:
-                    plane = _smoothed(plane, blur)
+                    plane = _smoothed(plane, sigma)
                 code_path = work / "code.zarr"
                 _create_zarr(code_path, shape, (side,) * sn, np.uint8)
-                run = _run_threshold if method == "threshold" else _run_edges
-                offset = run(
-                    runner, plane, grid, depth, p, str(code_path), str(out_path), idx, offset
-                )
+                args = (runner, plane, grid, depth, p, str(code_path), str(out_path), idx, offset)
+                if method == "threshold":
+                    offset = _run_threshold(*args, spacing=rel)
+                else:
+                    offset = _run_edges(*args)
     finally:
         runner.close()
         shutil.rmtree(work, ignore_errors=True)
     return da.from_zarr(str(out_path))
 
 
-def _smoothed(plane: Any, sigma: float) -> Any:
+def _smoothed(plane: Any, sigma: float | tuple[float, ...]) -> Any:
     """The threshold's Gaussian smoothing of a dask plane, block by block: each block reads the
-    blur's reach around it and keeps its core, so it equals the whole plane's blur (scipy's
-    reflection at the image's own borders; ``boundary='none'`` adds nothing there). The blocks
-    keep their sizes (at least the reach wide where an axis has several, see
-    :func:`_axis_chunks`); an axis of one block needs no overlap."""
+    blur's reach around it (per axis, for one sigma per axis) and keeps its core, so it equals
+    the whole plane's blur (scipy's reflection at the image's own borders; ``boundary='none'``
+    adds nothing there). The blocks keep their sizes (at least the reach wide where an axis has
+    several, see :func:`_axis_chunks`); an axis of one block needs no overlap."""
     from .threshold import gaussian_smooth
 
-    reach = _gauss_reach(sigma)
-    depth = {ax: reach if len(c) > 1 else 0 for ax, c in enumerate(plane.chunks)}
+    sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (plane.ndim,))
+    depth = {
+        ax: _gauss_reach(float(sigmas[ax])) if len(c) > 1 else 0
+        for ax, c in enumerate(plane.chunks)
+    }
     dtype = gaussian_smooth(np.zeros((1,) * plane.ndim, plane.dtype), sigma).dtype
     return plane.map_overlap(
         gaussian_smooth,
@@ -1568,8 +1589,11 @@ def _plane_blocks(plane, grid, depth):
     return {b: delayed[b] for b in grid.blocks()}
 
 
-def _run_threshold(runner, plane, grid, depth, p, code_path, out_path, idx, offset) -> int:
-    """One plane/volume of the threshold method; returns the new ID offset."""
+def _run_threshold(
+    runner, plane, grid, depth, p, code_path, out_path, idx, offset, *, spacing=None
+) -> int:
+    """One plane/volume of the threshold method (``spacing``: relative to the last axis, or
+    None); returns the new ID offset."""
     from .threshold import GLOBAL_METHODS, parse_cut_points
 
     first = offset
@@ -1677,6 +1701,7 @@ def _run_threshold(runner, plane, grid, depth, p, code_path, out_path, idx, offs
             p["diameter"],
             int(p["min_size"]),
             str(Path(code_path).parent),
+            spacing,
         )
     return offset
 
@@ -1707,15 +1732,17 @@ def _split_owned_block(
     lo: np.ndarray,
     hi: np.ndarray,
     diameter: float,
-    margin: int,
+    margin: tuple[int, ...],
     store: str,
     single: bool,
     min_size: int,
     block_side: int,
+    spacing: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Split the objects ``ids`` (bounding boxes ``lo..hi``) as the whole plane's split would.
 
-    Each object is split on a crop of the labels grown by ``margin`` (``single``: the plane's
+    Each object is split on a crop of the labels grown by ``margin`` pixels per axis, with the
+    plane's ``spacing`` (``single``: the plane's
     only object, split as a mask, as the whole plane's split does); pieces under ``min_size``
     pixels are dropped. Keeps each object's pieces (numbered 1..k within it, on its bounding box)
     in ``store`` (.npz) and returns k per object.
@@ -1726,8 +1753,8 @@ def _split_owned_block(
     pieces = {}
     outers = [
         tuple(
-            slice(max(int(x) - margin, 0), min(int(y) + 1 + margin, n))
-            for x, y, n in zip(a, b, shape, strict=True)
+            slice(max(int(x) - m, 0), min(int(y) + 1 + m, n))
+            for x, y, n, m in zip(a, b, shape, margin, strict=True)
         )
         for a, b in zip(lo, hi, strict=True)
     ]
@@ -1754,7 +1781,7 @@ def _split_owned_block(
         else:
             crop = _read(out_path, lead + outer)
         # as the whole plane's split: labels of several objects, or one object's mask
-        split = split_touching(crop > 0 if single else crop, diameter=diameter)
+        split = split_touching(crop > 0 if single else crop, diameter=diameter, spacing=spacing)
         box = tuple(
             slice(int(x) - o.start, int(y) + 1 - o.start)
             for x, y, o in zip(a, b, outer, strict=True)
@@ -1805,10 +1832,13 @@ def _write_split_block(
     _write(out_path, region, out)
 
 
-def _split_pass(runner, grid, out_path, out_region, first, last, diameter, min_size, work) -> int:
+def _split_pass(
+    runner, grid, out_path, out_region, first, last, diameter, min_size, work, spacing=None
+) -> int:
     """Split the touching objects ``first+1..last`` of one plane/volume, object by object (each
-    with a crop of its neighbourhood, so that the result is the whole plane's split). Returns the
-    new ID offset (``first`` + the number of pieces)."""
+    with a crop of its neighbourhood, so that the result is the whole plane's split; ``spacing``
+    relative to the last axis, as the whole plane's split takes it). Returns the new ID offset
+    (``first`` + the number of pieces)."""
     from . import size
 
     n = last - first
@@ -1830,12 +1860,16 @@ def _split_pass(runner, grid, out_path, out_region, first, last, diameter, min_s
         window = tuple(
             slice(max(0, (s - side) // 2), max(0, (s - side) // 2) + side) for s in grid.shape
         )
-        diameter = size.diameter_from_mask(_read(out_path, out_region + window) > 0)
+        diameter = size.diameter_from_mask(
+            _read(out_path, out_region + window) > 0, spacing=spacing
+        )
         if not np.isfinite(diameter):
             return last  # nothing to measure: objects left whole
-        diameter = min(float(diameter), float(max(grid.shape)))
+        extent = [n * s for n, s in zip(grid.shape, spacing or (1.0,) * nd, strict=True)]
+        diameter = min(float(diameter), float(max(extent)))
     diameter = float(diameter)
-    margin = int(np.ceil(2 * diameter)) + 3
+    # 2 diameters (in physical units) around the object along every axis
+    margin = tuple(int(np.ceil(2 * diameter / s)) + 3 for s in (spacing or (1.0,) * nd))
     # each object is split by the block that holds its box's first corner
     starts = [np.asarray(s) for s in grid.starts]
     ids = np.arange(first + 1, last + 1)
@@ -1866,6 +1900,7 @@ def _split_pass(runner, grid, out_path, out_region, first, last, diameter, min_s
                     n == 1,
                     min_size,
                     max(max(c) for c in grid.chunks),
+                    spacing,
                 )
             )
     runner.expect(len(tasks) + len(blocks))

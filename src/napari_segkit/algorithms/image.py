@@ -193,6 +193,52 @@ def spatial_ndim_for(ndim: int, spatial_ndim: int) -> int:
     return min(spatial_ndim, ndim)
 
 
+def check_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
+    """``spacing`` (the pixel/voxel size along each of ``ndim`` spatial axes, e.g. ``(dz, dy,
+    dx)``) as floats; None stays None. The one check of a ``spacing`` argument in the package:
+    the algorithms and the models call it.
+
+    Raises
+    ------
+    ValueError
+        Naming ``spacing``, unless it is ``ndim`` finite numbers > 0.
+
+    Examples
+    --------
+    >>> check_spacing([2, 0.5, 0.5], 3)
+    (2.0, 0.5, 0.5)
+    >>> check_spacing(None, 3) is None
+    True
+    """
+    if spacing is None:
+        return None
+    message = f"spacing must be {ndim} positive numbers (one per spatial axis); got {spacing!r}"
+    try:
+        values = tuple(float(s) for s in np.atleast_1d(spacing))
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if len(values) != ndim or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(message)
+    return values
+
+
+def relative_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
+    """Pixel (voxel) size per axis relative to the last axis, x = 1 (all 1.0 for ``None``):
+    sizes given in x pixels become, along each axis, ``size / relative_spacing[axis]`` pixels.
+
+    Examples
+    --------
+    >>> relative_spacing((2.0, 0.5, 0.5), 3)
+    (4.0, 1.0, 1.0)
+    >>> relative_spacing(None, 2)
+    (1.0, 1.0)
+    """
+    values = check_spacing(spacing, ndim)
+    if values is None:
+        return (1.0,) * ndim
+    return tuple(v / values[-1] for v in values)
+
+
 def iter_blocks(shape: tuple[int, ...], spatial_ndim: int) -> Iterator[tuple[int, ...]]:
     """Yield the index of every plane (or volume) over the leading axes of ``shape``."""
     yield from np.ndindex(*shape[: len(shape) - spatial_ndim])  # one () for a single block

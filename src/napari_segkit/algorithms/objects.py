@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage as ndi
 
+from .image import check_spacing
+
 _CHUNK = 1 << 18  # pixels per chunk of the passes that numpy would otherwise copy whole as intp
 
 
@@ -383,7 +385,7 @@ def split_touching(
         raise ValueError(f"mask_or_labels must be a bool or integer array; got dtype {arr.dtype}")
     if not 0 < neck_ratio <= 1:
         raise ValueError(f"neck_ratio must be in (0, 1]; got {neck_ratio}")
-    spacing = size._check_spacing(spacing, arr.ndim)
+    spacing = check_spacing(spacing, arr.ndim) or (1.0,) * arr.ndim
     if arr.dtype == bool or int(arr.max(initial=0)) <= 1:
         labels = label_objects(arr > 0, connectivity=1)
         mask = labels > 0

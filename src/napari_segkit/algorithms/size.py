@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, segmentation
 
-from .image import check_image, spatial_ndim_for
+from .image import check_image, check_spacing, spatial_ndim_for
 
 
 def check_diameter(
@@ -43,19 +43,6 @@ def check_diameter(
     return value
 
 
-def _check_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    if np.isscalar(spacing):
-        spacing = (spacing,) * ndim
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(
-            f"spacing must be {ndim} positive numbers (one per spatial axis); got {spacing}"
-        )
-    return spacing
-
-
 def equivalent_diameters(labels: np.ndarray, *, spacing: Any = None) -> np.ndarray:
     """Equivalent diameter of every object 1..max (NaN for absent IDs).
 
@@ -73,7 +60,7 @@ def equivalent_diameters(labels: np.ndarray, *, spacing: Any = None) -> np.ndarr
         raise ValueError(f"labels must be 2D or 3D; got {labels.ndim} dimensions")
     if labels.dtype.kind not in "biu":
         raise ValueError(f"labels must be an integer array; got dtype {labels.dtype}")
-    spacing = _check_spacing(spacing, labels.ndim)
+    spacing = check_spacing(spacing, labels.ndim) or (1.0,) * labels.ndim
     n = int(labels.max(initial=0))
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
     size = counts * float(np.prod(spacing))
@@ -408,7 +395,7 @@ def estimate_diameter(
     """
     image = np.asarray(check_image(image))
     nd = spatial_ndim_for(image.ndim, spatial_ndim)
-    spacing = _check_spacing(spacing, nd)
+    spacing = check_spacing(spacing, nd) or (1.0,) * nd
     stats = []
     for idx in np.ndindex(*image.shape[: image.ndim - nd]):
         stats.append(_block_stats(image[idx], spacing, dark))
@@ -643,7 +630,7 @@ def diameter_from_mask(mask: np.ndarray, *, spacing: Any = None) -> float:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim not in (2, 3):
         raise ValueError(f"mask must be 2D or 3D; got {mask.ndim} dimensions")
-    spacing = _check_spacing(spacing, mask.ndim)
+    spacing = check_spacing(spacing, mask.ndim) or (1.0,) * mask.ndim
     return _diameter_from_stats(_component_stats(mask, spacing), mask.ndim)
 
 

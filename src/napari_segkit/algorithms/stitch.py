@@ -17,9 +17,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
-from .image import ProgressCallback, report
+from .image import ProgressCallback, check_spacing, report
 from .objects import remove_small, split_touching
-from .size import _check_spacing, check_diameter, diameter_from_mask
+from .size import check_diameter, diameter_from_mask
 
 #: axis labels (case-insensitive) that name time
 TIME_LABELS = ("t", "time", "frame", "frames")
@@ -83,7 +83,7 @@ def objects_from_plane_maps(
         raise ValueError(f"min_size must be >= 0; got {min_size}")
     if z_smooth < 0:
         raise ValueError(f"z_smooth must be >= 0; got {z_smooth}")
-    spacing = _check_spacing(spacing, 3)
+    spacing = check_spacing(spacing, 3) or (1.0, 1.0, 1.0)
     score = fg.astype(np.float32)
     if fg.dtype.kind == "f" and (np.nanmin(score) < 0 or np.nanmax(score) > 1):
         raise ValueError("foreground values must be in [0, 1] (a probability or score map)")

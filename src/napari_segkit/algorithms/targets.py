@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .image import check_spacing
+
 #: Class ids of :func:`instance_targets`.
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 #: Names of those classes, in id order.
@@ -65,17 +67,6 @@ def check_labels(labels: Any, *, name: str = "labels") -> np.ndarray:
     return arr
 
 
-def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    spacing = tuple(float(s) for s in np.atleast_1d(spacing))
-    if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(
-            f"spacing must be {ndim} positive numbers (one per axis of labels); got {spacing}"
-        )
-    return spacing
-
-
 def object_boundaries(
     labels: np.ndarray, *, width: int = 1, spacing: Sequence[float] | None = None
 ) -> np.ndarray:
@@ -96,7 +87,7 @@ def object_boundaries(
     labels = check_labels(labels)
     if int(width) < 1:
         raise ValueError(f"width must be >= 1; got {width}")
-    spacing = _check_spacing(spacing, labels.ndim)
+    spacing = check_spacing(spacing, labels.ndim) or (1.0,) * labels.ndim
     finest = min(spacing)
     boundary = np.zeros(labels.shape, dtype=bool)
     # along each axis separately: a pixel whose neighbour `k` steps away differs is on the boundary
@@ -160,7 +151,7 @@ def instance_targets(
         raise ValueError(f"labels must be 2D or 3D; got shape {labels.shape}")
     if int(boundary_width) < 1:
         raise ValueError(f"boundary_width must be >= 1; got {boundary_width}")
-    spacing = _check_spacing(spacing, labels.ndim)
+    spacing = check_spacing(spacing, labels.ndim) or (1.0,) * labels.ndim
     classes = np.zeros(labels.shape, dtype=np.uint8)
     fg = labels > 0
     classes[fg] = INTERIOR

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .image import check_spacing
+
 
 def _check_map(arr: Any, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
     if arr is None:
@@ -110,10 +112,7 @@ def instances_from_maps(
     structure = ndi.generate_binary_structure(ndim, 1)
     foreground = (interior + boundary) > foreground_threshold
     if distance is None:
-        if spacing is not None:
-            spacing = tuple(float(s) for s in np.atleast_1d(spacing))
-            if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
-                raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing}")
+        spacing = check_spacing(spacing, ndim)
         dist = ndi.distance_transform_edt(interior > seed_threshold, sampling=spacing)
         comp, n = ndi.label(foreground, structure)
         if n:

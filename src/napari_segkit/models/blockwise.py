@@ -386,7 +386,7 @@ def segment_model_blockwise(
         raise ValueError("spatial_ndim=3 needs a z-stack (Z, Y, X)")
     lead = tuple(int(n) for n in chans.shape[: chans.ndim - 1 - sn])
     planes = list(np.ndindex(*lead))
-    from .tiling import check_spacing
+    from ..algorithms.image import check_spacing
 
     spacing = check_spacing(spacing, 3) if sn == 3 else None
     predictor = BlockPredictor(method, dict(p), {}, sn, rgb_flag, int(channel), spacing)

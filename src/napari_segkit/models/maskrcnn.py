@@ -47,6 +47,7 @@ from ..algorithms.image import (
     ProgressCallback,
     check_image,
     check_memory,
+    check_spacing,
     iter_blocks,
     report,
     to_channels_last,
@@ -57,7 +58,6 @@ from .devices import AUTOTUNE_TILES, configure_cudnn, resolve_device
 from .devices import use_half as half_on_device
 from .normalize import normalization_range
 from .paste import paste_masks, paste_scores
-from .tiling import check_spacing
 from .weights import SHIPPED_MODELS as _SHIPPED
 from .weights import (
     WeightsUnavailableError,  # noqa: F401  (raised by load_model; kept importable from here)

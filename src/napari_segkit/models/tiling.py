@@ -257,41 +257,6 @@ class TiledPredictor:
         return self._windows[key]
 
 
-def check_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
-    """``spacing`` as ``ndim`` positive floats (None stays None); a ValueError naming it else.
-
-    Examples
-    --------
-    >>> check_spacing([2, 0.5, 0.5], 3)
-    (2.0, 0.5, 0.5)
-    """
-    if spacing is None:
-        return None
-    try:
-        values = tuple(float(s) for s in np.atleast_1d(spacing))
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}") from None
-    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}")
-    return values
-
-
-def relative_spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
-    """Pixel (voxel) size per axis relative to the last axis (all 1.0 for ``None``).
-
-    Examples
-    --------
-    >>> relative_spacing((2.0, 0.5, 0.5), 3)
-    (4.0, 1.0, 1.0)
-    >>> relative_spacing(None, 2)
-    (1.0, 1.0)
-    """
-    values = check_spacing(spacing, ndim)
-    if values is None:
-        return (1.0,) * ndim
-    return tuple(v / values[-1] for v in values)
-
-
 def scaled_shape(shape: Sequence[int], scale: float | Sequence[float]) -> tuple[int, ...]:
     """``shape`` times ``scale`` (one factor, or one per axis), rounded, at least 1 per axis.
 

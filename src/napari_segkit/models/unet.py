@@ -46,6 +46,7 @@ from ..algorithms.image import (
     ProgressCallback,
     check_image,
     check_memory,
+    relative_spacing,
     report,
     spatial_ndim_for,
     to_channels_last,
@@ -687,7 +688,7 @@ class _Runner:
         half: bool,
     ) -> _Runner:
         from .devices import use_half
-        from .tiling import TiledPredictor, check_tiling, relative_spacing
+        from .tiling import TiledPredictor, check_tiling
 
         image = check_image(image)
         if rgb is None:

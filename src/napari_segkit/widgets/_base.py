@@ -423,6 +423,8 @@ class SegmentWidget(Container):
 
     def _publish(self, inp: ImageInput, params: dict, result: SegmentationResult):
         recorded = {**params, **inp.as_params()}
+        if getattr(self.spec, "uses_spacing", False) and inp.spacing is not None:
+            recorded["spacing"] = list(inp.spacing)  # the layer's scale, as the method used it
         layer, reused = publish(
             self._viewer,
             result.labels,

@@ -82,6 +82,8 @@ def chunked_compute(widget: Any, inp: Any, params: dict) -> Callable | None:
             kwargs["channel"] = inp.channel
         if spec.supports_volume:
             kwargs["spatial_ndim"] = inp.spatial_ndim
+        if spec.uses_spacing:
+            kwargs["spacing"] = inp.spacing
         labels = segment_chunked(
             inp.data,
             spec.name,

@@ -49,6 +49,7 @@ class ThresholdWidget(SegmentWidget):
             channel_axis=inp.channel_axis,
             channel=inp.channel,
             spatial_ndim=inp.spatial_ndim,
+            spacing=inp.spacing,
             progress=progress,
             **params,
         )
