@@ -206,6 +206,20 @@ def test_consistent_diameter_stops_when_the_first_guess_agrees():
     assert len(calls) == 1 and d == pytest.approx(20.5)  # the guess itself: its pass is reusable
 
 
+def test_consistent_diameter_does_not_trust_a_guess_out_of_bounds():
+    """A classical guess that failed (2 px on noise) is not the start: the fallback (the
+    model's own size) is, and the model's passes find the size from there."""
+    measure, calls = _model_like(24.0)
+    d, passes = consistent_diameter(measure, 2.0, bounds=(10, 100), fallback=20.0)
+    assert calls[0] == pytest.approx(20.0) and abs(d - 24.0) / 24.0 < 0.1
+    measure, calls = _model_like(24.0)
+    consistent_diameter(measure, 2.0, bounds=(10, 100))  # no fallback: clipped to the bound
+    assert calls[0] == pytest.approx(10.0)
+    measure, calls = _model_like(24.0)
+    consistent_diameter(measure, 30.0, bounds=(10, 100), fallback=20.0)  # in bounds: trusted
+    assert calls[0] == pytest.approx(30.0)
+
+
 def test_consistent_diameter_nothing_found_and_bounds():
     d, passes = consistent_diameter(lambda g: None, 20.0, bounds=(2, 500))
     assert d is None and len(passes) == 1

@@ -424,6 +424,15 @@ def central_crop(block: Any, side: int) -> Any:
     return block[tuple(cut)]
 
 
+#: :func:`consistent_diameter` stops following a model whose measurement changes with the guess
+#: nearly as fast as the guess (slope of log(measured / guess) against log(guess) at or above
+#: this): it tracks the zoom more than the objects, and a secant step would extrapolate far (from
+#: 25 and 22 px measured as 22 and 19, to 10 px). Chosen on 16 generated training-configuration
+#: z-stacks (seeds 1000-1015; -0.05 before): mean |log error| of the 3D U-Net's size 0.245 ->
+#: 0.208, volumes off by more than 1.5x 2 -> 1
+TRACKING_SLOPE = -0.3
+
+
 def consistent_diameter(
     measure: Callable[[float], float | None],
     first: float,
@@ -431,6 +440,7 @@ def consistent_diameter(
     bounds: tuple[float, float],
     tolerance: float = 0.1,
     max_passes: int = 4,
+    fallback: float | None = None,
 ) -> tuple[float | None, list[tuple[float, float | None]]]:
     """The object diameter at which a model's own objects have the size it was shown at.
 
@@ -456,13 +466,19 @@ def consistent_diameter(
         Stop when ``m(g)`` and ``g`` agree within this fraction.
     max_passes : int
         At most this many calls of ``measure``.
+    fallback : float, optional
+        Where to start instead when ``first`` lies outside ``bounds`` (a classical estimate that
+        failed, e.g. 2 px on a sparse volume's noise): typically the model's own working
+        diameter, so that the model's first pass, not the failed guess, decides. Without it,
+        ``first`` is clipped to ``bounds``.
 
     Returns
     -------
     diameter : float or None
         The guess at which the model agreed with itself (within ``tolerance``), so that a caller
-        can reuse that pass; else the measurement at the most consistent guess; ``None`` if
-        nothing was ever found.
+        can reuse that pass; else the measurement at the most consistent guess (possibly beyond
+        ``bounds``: the caller says how far it could rescale); ``None`` if nothing was ever
+        found.
     passes : list of (guess, measured)
         Every call made, in order.
 
@@ -490,6 +506,8 @@ def consistent_diameter(
         raise ValueError(f"max_passes must be >= 1; got {max_passes}")
     tol = float(np.log1p(tolerance))
     step = float(np.log(4.0))
+    if fallback is not None and not lo <= float(first) <= hi:
+        first = fallback
     lg = float(np.log(np.clip(first, lo, hi)))
     passes: list[tuple[float, float | None]] = []
     points: list[tuple[float, float]] = []  # (log guess, log measured - log guess)
@@ -507,7 +525,7 @@ def consistent_diameter(
         if len(points) >= 2:
             (l0, h0), (l1, h1) = points[-2], points[-1]
             slope = (h1 - h0) / (l1 - l0) if l1 != l0 else 0.0
-            if slope >= -0.05:
+            if slope >= TRACKING_SLOPE:
                 # m shrinks (or grows) at least as fast as g: following it never meets m = g
                 # (a model biased at every scale, or one that fragments objects further the
                 # more it is zoomed in); keep the most consistent pass

@@ -965,7 +965,9 @@ def _estimate(
     lo, hi = max(2.0, working / 5), min(top, working * 5)
     if hi <= lo:  # an image too small to show the model objects of its size
         return classical
-    found, _ = consistent_diameter(measure, classical, bounds=(lo, hi), max_passes=int(refine))
+    found, _ = consistent_diameter(
+        measure, classical, bounds=(lo, hi), max_passes=int(refine), fallback=working
+    )
     return classical if found is None else float(np.clip(found, 2.0, top))
 
 

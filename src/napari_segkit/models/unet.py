@@ -1188,7 +1188,10 @@ def estimate_unet_diameter(
         return None, note
     obj_d = float(model.object_diameter)
     lo, hi = AUTO_SCALE_RANGE_3D if model.ndim == 3 else AUTO_SCALE_RANGE
-    scale = float(min(max(obj_d / est, lo), hi))
+    raw = obj_d / est
+    scale = float(min(max(raw, lo), hi))
+    if scale != raw:  # as predict_unet says it
+        note += f"; scale clipped from {raw:.3g} to {scale:.3g}"
     return obj_d / scale, note
 
 
@@ -1269,6 +1272,7 @@ def _estimate_diameter(
     d, passes = consistent_diameter(
         measure,
         classical if classical is not None else obj_d,
+        fallback=obj_d,  # a classical guess out of range (it failed): the model's own size first
         bounds=(smallest, largest),
         max_passes=ESTIMATE_PASSES,
     )
