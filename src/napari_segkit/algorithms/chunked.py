@@ -1490,7 +1490,7 @@ def segment_chunked(
             sn = 2
     rel = None
     if method == "threshold":
-        from .threshold import _relative_spacing
+        from .threshold import _relative_spacing, _smoothing_sigma
 
         rel = _relative_spacing(spacing, len(spatial), spatial_ndim)
     side = _chunk_side(chunk, sn)
@@ -1518,7 +1518,7 @@ def segment_chunked(
             blur = (
                 float(p["smoothing"]) if method == "threshold" and p["output"] == "objects" else 0.0
             )
-            sigma = blur if rel is None or not blur else tuple(blur / r for r in rel)
+            sigma = _smoothing_sigma(blur, rel) if method == "threshold" else 0.0
             thinnest = max([depth] + [_gauss_reach(v) for v in np.atleast_1d(sigma)])
             for idx in np.ndindex(*lead):
                 plane = grey[idx] if idx else grey

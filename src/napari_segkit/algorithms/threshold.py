@@ -723,7 +723,7 @@ def threshold_segment(
     blur = output == "objects" and smoothing > 0
     grey = to_grey(image, rgb=rgb, channel_axis=channel_axis, channel=channel)
     rel = _relative_spacing(spacing, grey.ndim, spatial_ndim)
-    sigma = smoothing if rel is None else tuple(smoothing / r for r in rel)
+    sigma = _smoothing_sigma(smoothing, rel)
 
     def one(block: np.ndarray) -> np.ndarray:
         return threshold_plane(
@@ -765,3 +765,9 @@ def _relative_spacing(spacing: Any, ndim: int, spatial_ndim: int) -> tuple[float
         return None
     rel = relative_spacing(spacing[len(spacing) - sn :], sn)
     return None if all(r == 1.0 for r in rel) else rel
+
+
+def _smoothing_sigma(smoothing: float, rel: tuple[float, ...] | None) -> Any:
+    """The blur's sigma: ``smoothing`` (x pixels) on every axis, or per axis with the relative
+    spacing ``rel`` (the same physical width); in memory and block by block."""
+    return smoothing if rel is None else tuple(smoothing / r for r in rel)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..algorithms.instances import axis_tiles as _axis_tiles
+from ..algorithms.instances import axis_tiles
 
 
 def check_tiling(
@@ -70,7 +70,7 @@ def tile_layout(
     ((384,), [(0,), (320,), (640,)])
     """
     per_axis = [
-        _axis_tiles(int(n), int(t), int(o), int(multiple))
+        axis_tiles(int(n), int(t), int(o), int(multiple))
         for n, t, o in zip(shape, tile_size, overlap, strict=True)
     ]
     sizes = tuple(size for size, _ in per_axis)
