@@ -922,25 +922,22 @@ def predict_unet(
         map_names = list(model.class_names)
         class_names = list(model.class_names)
 
-    # what the CPU needs of the maps, taken on the device (less to copy, less CPU work): the
-    # class of every pixel for semantic output; the maps without the background for objects
+    # what the CPU needs of the maps: the class of every pixel for semantic output; the maps
+    # without the background for objects. Taken on the device (less to copy, less CPU work),
+    # or on the host from whole maps (probabilities asked for, or an estimating pass reused)
     reduce = None
-    if not return_probabilities and (output == "semantic" or model.task == "instance"):
+    if output == "semantic" or model.task == "instance":
         reduce = _reducer(model.task, output, len(class_names))
 
     def postprocess(
         maps: np.ndarray, d_used: float | None, reduced: bool = False
     ) -> tuple[np.ndarray, dict]:
+        if reduce is not None and not reduced:
+            maps = reduce(torch.from_numpy(maps)).numpy()
         if output == "semantic":
-            if reduced:
-                lab = maps[0]
-            elif model.task == "instance":
-                lab = ((maps[1] + maps[2]) > 0.5).astype(np.uint8)
-            else:
-                lab = np.argmax(maps, axis=0)
-            return lab, {}
+            return maps[0], {}
         if model.task == "instance":
-            interior, boundary, distance = maps[0:3] if reduced else maps[1:4]
+            interior, boundary, distance = maps[0:3]
             lab = ws.instances_from_maps(
                 interior,
                 boundary,
@@ -1031,8 +1028,9 @@ def predict_unet(
             source = ((b, first.pop(b)) for b in all_blocks)
             reduced = False
         else:
-            source = run(todo, scale, reduce=reduce)
-            reduced = reduce is not None
+            on_device = None if return_probabilities else reduce  # probabilities: whole maps
+            source = run(todo, scale, reduce=on_device)
+            reduced = on_device is not None
 
         def publish(b: tuple, maps: np.ndarray, lab: np.ndarray, table: dict) -> None:
             nonlocal offset
